@@ -1,0 +1,14 @@
+"""midiformers: symbolic-music (MIDI) language models for the Hugging Face ecosystem.
+
+Importing the package registers every configuration, model and tokenizer with the
+transformers Auto classes. Nothing is built and no file is read at import time.
+"""
+
+from .modeling import *  # noqa: F403
+from .modeling import __all__ as _modeling_all
+from .modeling import register_auto_classes as _register_models
+
+_register_models()
+
+__version__ = "0.1.0"
+__all__ = [*_modeling_all]

@@ -1,0 +1,21 @@
+"""Model architectures, one configuration and one modeling file per architecture.
+
+Each entry of ``_ARCHITECTURES`` names a module pair and the classes it provides; they
+are imported here and registered with ``AutoConfig``, ``AutoModel`` and the task Auto
+classes by :func:`register_auto_classes`.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+__all__ = ["register_auto_classes"]
+
+_CAUSAL_LM: list[tuple[type, type, type]] = []
+"""(config class, base model class, causal LM class) per causal architecture."""
+
+
+def register_auto_classes() -> None:
+    """Register every midiformers architecture with the transformers Auto classes."""
+    for config_class, base_class, lm_class in _CAUSAL_LM:
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModel.register(config_class, base_class, exist_ok=True)
+        AutoModelForCausalLM.register(config_class, lm_class, exist_ok=True)
