@@ -19,3 +19,7 @@ def register_auto_classes() -> None:
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         AutoModel.register(config_class, base_class, exist_ok=True)
         AutoModelForCausalLM.register(config_class, lm_class, exist_ok=True)
+        # save_pretrained then writes `auto_map` and copies the code for trust_remote_code.
+        config_class.register_for_auto_class()
+        base_class.register_for_auto_class("AutoModel")
+        lm_class.register_for_auto_class("AutoModelForCausalLM")
