@@ -1,0 +1,298 @@
+"""Shared checks that every causal midiformers architecture must pass (the transformers
+``ModelTesterMixin`` idea): subclass :class:`CausalLMTesterMixin` in ``test_modeling_<arch>.py``,
+set the class attributes and override :meth:`get_config` with tiny dimensions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    Trainer,
+    TrainingArguments,
+    default_data_collator,
+)
+
+import midiformers  # noqa: F401  (registers the Auto classes)
+
+PAD, BOS, EOS = 0, 1, 2
+
+
+def spread_weights(model: torch.nn.Module, seed: int = 0, std: float = 0.15) -> None:
+    """Re-draw matrix weights with a larger spread so greedy argmaxes are far from ties."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+
+
+def random_ids(batch: int, length: int, vocab_size: int, seed: int = 0) -> torch.LongTensor:
+    """Token ids that avoid the special ids (pad, bos, eos)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(3, vocab_size, (batch, length), generator=generator)
+
+
+def left_pad(rows: list[torch.LongTensor]) -> tuple[torch.LongTensor, torch.LongTensor]:
+    """Left-pad 1-D id tensors with PAD; return ids and attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), PAD, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = row
+        mask[i, width - len(row) :] = 1
+    return ids, mask
+
+
+class CausalLMTesterMixin:
+    """Behaviour every causal LM of midiformers shares; see the module docstring."""
+
+    config_class: type
+    base_model_class: type
+    model_class: type
+    vocab_size: int = 61
+    invalid_configs: list[tuple[dict, str]] = []
+    new_tokens: int = 64
+
+    def get_config(self, **overrides):
+        raise NotImplementedError
+
+    def make_model(self, seed: int = 0, spread: bool = True, **overrides):
+        torch.manual_seed(seed)
+        model = self.model_class(self.get_config(**overrides))
+        if spread:
+            spread_weights(model, seed=seed)
+        return model.eval()
+
+    def generate(self, model, input_ids, attention_mask=None, use_cache=True, **kwargs):
+        kwargs.setdefault("do_sample", False)
+        kwargs.setdefault("max_new_tokens", self.new_tokens)
+        kwargs.setdefault("min_new_tokens", kwargs["max_new_tokens"])
+        with torch.no_grad():
+            return model.generate(
+                input_ids,
+                attention_mask=attention_mask,
+                use_cache=use_cache,
+                pad_token_id=PAD,
+                **kwargs,
+            )
+
+    # ------------------------------------------------------------------ config
+
+    def test_model_type_is_namespaced(self):
+        config = self.get_config()
+        assert config.model_type.startswith("midiformers_")
+        assert AutoConfig.for_model(config.model_type).__class__ is self.config_class
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "pad_token_id"):
+            assert hasattr(config, name), name
+
+    def test_invalid_configs_name_the_field(self):
+        for kwargs, field in self.invalid_configs:
+            with pytest.raises(Exception) as info:
+                self.get_config(**kwargs)
+            assert field in str(info.value), (kwargs, str(info.value))
+
+    # ----------------------------------------------------------------- forward
+
+    def test_forward_shapes_and_loss(self):
+        model = self.make_model()
+        ids = random_ids(2, 12, self.vocab_size)
+        labels = ids.clone()
+        labels[0, :4] = -100
+        out = model(input_ids=ids, labels=labels)
+        assert out.logits.shape == (2, 12, self.vocab_size)
+        shift_logits = out.logits[:, :-1].reshape(-1, self.vocab_size)
+        shift_labels = labels[:, 1:].reshape(-1)
+        expected = torch.nn.functional.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
+        torch.testing.assert_close(out.loss, expected)
+        base = self.base_model_class(model.config)
+        hidden = base(input_ids=ids).last_hidden_state
+        assert hidden.shape[:2] == (2, 12)
+
+    def test_num_items_in_batch_is_honoured(self):
+        model = self.make_model()
+        ids = random_ids(2, 10, self.vocab_size)
+        mean_loss = model(input_ids=ids, labels=ids).loss
+        items = 2 * 9
+        summed = model(input_ids=ids, labels=ids, num_items_in_batch=torch.tensor(2 * items)).loss
+        torch.testing.assert_close(summed, mean_loss / 2)
+
+    def test_logits_to_keep(self):
+        model = self.make_model()
+        ids = random_ids(2, 9, self.vocab_size)
+        full = model(input_ids=ids).logits
+        last = model(input_ids=ids, logits_to_keep=1).logits
+        assert last.shape == (2, 1, self.vocab_size)
+        torch.testing.assert_close(last, full[:, -1:], rtol=1e-4, atol=1e-5)
+
+    def test_overfit_one_batch(self):
+        torch.manual_seed(0)
+        model = self.model_class(self.get_config()).train()
+        pattern = torch.arange(3, 3 + 8).repeat(4)
+        ids = torch.stack([pattern, pattern.roll(3)])
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        losses = []
+        for _ in range(30):
+            loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+        assert losses[-1] < 0.5 * losses[0], losses
+
+    # ------------------------------------------------------------ persistence
+
+    def test_save_load_round_trip(self, tmp_path):
+        model = self.make_model()
+        model.save_pretrained(tmp_path)
+        assert (tmp_path / "model.safetensors").exists()
+        assert "auto_map" in json.loads((tmp_path / "config.json").read_text())
+        loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+        assert type(loaded) is self.model_class
+        ids = random_ids(2, 11, self.vocab_size)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
+
+    def test_auto_classes(self):
+        config = self.get_config()
+        assert type(AutoModel.from_config(config)) is self.base_model_class
+        assert type(AutoModelForCausalLM.from_config(config)) is self.model_class
+
+    def test_remote_code_load_without_midiformers(self, tmp_path):
+        model = self.make_model()
+        model.save_pretrained(tmp_path / "model")
+        ids = random_ids(2, 11, self.vocab_size)
+        torch.save(ids, tmp_path / "ids.pt")
+        script = textwrap.dedent(
+            f"""
+            import sys
+            sys.modules["midiformers"] = None  # the package must not be importable here
+            import torch
+            from transformers import AutoModelForCausalLM
+            model = AutoModelForCausalLM.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True)
+            assert not type(model).__module__.startswith("midiformers"), type(model).__module__
+            ids = torch.load({str(tmp_path / "ids.pt")!r})
+            with torch.no_grad():
+                torch.save(model.eval()(input_ids=ids).logits, {str(tmp_path / "logits.pt")!r})
+            """
+        )
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "HF_MODULES_CACHE": str(tmp_path / "modules"),
+            "PYTHONPATH": "",
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        with torch.no_grad():
+            expected = model(input_ids=ids).logits
+        torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected)
+
+    # -------------------------------------------------------------- generation
+
+    def test_greedy_cached_equals_uncached(self):
+        model = self.make_model()
+        prompt = random_ids(1, 8, self.vocab_size)
+        cached = self.generate(model, prompt, use_cache=True)
+        uncached = self.generate(model, prompt, use_cache=False)
+        assert cached.shape == (1, 8 + self.new_tokens)
+        assert torch.equal(cached, uncached)
+
+    def test_left_padded_batch_generation(self):
+        model = self.make_model()
+        rows = [random_ids(1, n, self.vocab_size, seed=n)[0] for n in (5, 8, 3)]
+        ids, mask = left_pad(rows)
+        cached = self.generate(model, ids, attention_mask=mask, use_cache=True)
+        uncached = self.generate(model, ids, attention_mask=mask, use_cache=False)
+        assert torch.equal(cached, uncached)
+        for i, row in enumerate(rows):
+            alone = self.generate(model, row.unsqueeze(0), use_cache=True)
+            assert torch.equal(cached[i, ids.shape[1] :], alone[0, len(row) :]), f"row {i}"
+
+    def test_left_padded_logits_equal_unpadded(self):
+        model = self.make_model()
+        rows = [random_ids(1, n, self.vocab_size, seed=n)[0] for n in (6, 9, 4)]
+        ids, mask = left_pad(rows)
+        with torch.no_grad():
+            padded = model(input_ids=ids, attention_mask=mask).logits
+            for i, row in enumerate(rows):
+                alone = model(input_ids=row.unsqueeze(0)).logits[0]
+                torch.testing.assert_close(padded[i, -len(row) :], alone, rtol=1e-4, atol=1e-4)
+
+    def test_sampling_modes(self):
+        model = self.make_model()
+        prompt = random_ids(2, 6, self.vocab_size)
+        for kwargs in ({"top_k": 5}, {"top_p": 0.9}, {"temperature": 0.7, "top_k": 0}):
+            torch.manual_seed(0)
+            out = self.generate(model, prompt, do_sample=True, max_new_tokens=12, **kwargs)
+            assert out.shape == (2, 18)
+            assert int(out.max()) < self.vocab_size
+        torch.manual_seed(0)
+        first = self.generate(model, prompt, do_sample=True, max_new_tokens=12, top_k=5)
+        torch.manual_seed(0)
+        again = self.generate(model, prompt, do_sample=True, max_new_tokens=12, top_k=5)
+        assert torch.equal(first, again)
+
+    def test_beam_search_cached_equals_uncached(self):
+        model = self.make_model()
+        prompt = random_ids(2, 6, self.vocab_size)
+        beams = dict(num_beams=3, max_new_tokens=16)
+        cached = self.generate(model, prompt, use_cache=True, **beams)
+        uncached = self.generate(model, prompt, use_cache=False, **beams)
+        assert cached.shape == (2, 22)
+        assert torch.equal(cached, uncached)
+
+    # ---------------------------------------------------------------- training
+
+    def test_gradient_checkpointing_same_gradients(self):
+        ids = random_ids(2, 12, self.vocab_size)
+
+        def gradients(checkpointing: bool) -> dict[str, torch.Tensor]:
+            model = self.make_model().train()
+            if checkpointing:
+                model.gradient_checkpointing_enable()
+                assert model.is_gradient_checkpointing
+                assert any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+            model(input_ids=ids, labels=ids).loss.backward()
+            return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+        plain, checkpointed = gradients(False), gradients(True)
+        assert plain.keys() == checkpointed.keys() and plain
+        for name in plain:
+            torch.testing.assert_close(checkpointed[name], plain[name], msg=name)
+
+    def test_trainer_step(self, tmp_path):
+        model = self.make_model(spread=False).train()
+        ids = random_ids(8, 16, self.vocab_size)
+        dataset = Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        args = TrainingArguments(
+            output_dir=str(tmp_path),
+            max_steps=1,
+            per_device_train_batch_size=4,
+            use_cpu=True,
+            report_to=[],
+            save_strategy="no",
+            logging_strategy="no",
+            disable_tqdm=True,
+        )
+        trainer = Trainer(
+            model=model, args=args, train_dataset=dataset, data_collator=default_data_collator
+        )
+        result = trainer.train()
+        assert trainer.state.global_step == 1
+        assert torch.isfinite(torch.tensor(result.training_loss))
+        changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+        assert changed
