@@ -17,7 +17,6 @@ from datasets import Dataset
 from transformers import (
     AutoConfig,
     AutoModel,
-    AutoModelForCausalLM,
     Trainer,
     TrainingArguments,
     default_data_collator,
@@ -54,18 +53,29 @@ def left_pad(rows: list[torch.LongTensor]) -> tuple[torch.LongTensor, torch.Long
     return ids, mask
 
 
-class CausalLMTesterMixin:
-    """Behaviour every causal LM of midiformers shares; see the module docstring."""
+class ModelTesterMixin:
+    """Checks shared by every midiformers model, whatever its head.
+
+    Subclasses set ``config_class``, ``base_model_class`` (the headless model, or None),
+    ``model_class``, ``auto_class_name`` and ``invalid_configs`` (constructor kwargs that
+    must fail, with the field name the message must contain), and override
+    :meth:`get_config` (tiny dimensions) and, for non-causal heads, :meth:`model_inputs`.
+    """
 
     config_class: type
-    base_model_class: type
+    base_model_class: type | None
     model_class: type
+    auto_class_name: str = "AutoModelForCausalLM"
     vocab_size: int = 61
     invalid_configs: list[tuple[dict, str]] = []
-    new_tokens: int = 64
 
     def get_config(self, **overrides):
         raise NotImplementedError
+
+    def model_inputs(self, batch: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Inputs for one forward pass with labels (causal LM: the ids are the labels)."""
+        ids = random_ids(batch, length, self.vocab_size, seed=seed)
+        return {"input_ids": ids, "labels": ids.clone()}
 
     def make_model(self, seed: int = 0, spread: bool = True, **overrides):
         torch.manual_seed(seed)
@@ -74,18 +84,14 @@ class CausalLMTesterMixin:
             spread_weights(model, seed=seed)
         return model.eval()
 
-    def generate(self, model, input_ids, attention_mask=None, use_cache=True, **kwargs):
-        kwargs.setdefault("do_sample", False)
-        kwargs.setdefault("max_new_tokens", self.new_tokens)
-        kwargs.setdefault("min_new_tokens", kwargs["max_new_tokens"])
-        with torch.no_grad():
-            return model.generate(
-                input_ids,
-                attention_mask=attention_mask,
-                use_cache=use_cache,
-                pad_token_id=PAD,
-                **kwargs,
-            )
+    def auto_class(self):
+        import transformers
+
+        return getattr(transformers, self.auto_class_name)
+
+    @staticmethod
+    def without_labels(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in inputs.items() if k != "labels"}
 
     # ------------------------------------------------------------------ config
 
@@ -101,6 +107,121 @@ class CausalLMTesterMixin:
             with pytest.raises(Exception) as info:
                 self.get_config(**kwargs)
             assert field in str(info.value), (kwargs, str(info.value))
+
+    # ------------------------------------------------------------ persistence
+
+    def test_save_load_round_trip(self, tmp_path):
+        model = self.make_model()
+        model.save_pretrained(tmp_path)
+        assert (tmp_path / "model.safetensors").exists()
+        assert "auto_map" in json.loads((tmp_path / "config.json").read_text())
+        loaded = self.auto_class().from_pretrained(tmp_path).eval()
+        assert type(loaded) is self.model_class
+        inputs = self.without_labels(self.model_inputs(2, 11))
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits)
+
+    def test_auto_classes(self):
+        config = self.get_config()
+        if self.base_model_class is not None:
+            assert type(AutoModel.from_config(config)) is self.base_model_class
+        assert type(self.auto_class().from_config(config)) is self.model_class
+
+    def test_remote_code_load_without_midiformers(self, tmp_path):
+        model = self.make_model()
+        model.save_pretrained(tmp_path / "model")
+        inputs = self.without_labels(self.model_inputs(2, 11))
+        torch.save(inputs, tmp_path / "inputs.pt")
+        script = textwrap.dedent(
+            f"""
+            import sys
+            sys.modules["midiformers"] = None  # the package must not be importable here
+            import torch
+            import transformers
+            auto_class = getattr(transformers, {self.auto_class_name!r})
+            model = auto_class.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True)
+            assert not type(model).__module__.startswith("midiformers"), type(model).__module__
+            inputs = torch.load({str(tmp_path / "inputs.pt")!r})
+            with torch.no_grad():
+                torch.save(model.eval()(**inputs).logits, {str(tmp_path / "logits.pt")!r})
+            """
+        )
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "HF_MODULES_CACHE": str(tmp_path / "modules"),
+            "PYTHONPATH": "",
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        with torch.no_grad():
+            expected = model(**inputs).logits
+        torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected)
+
+    # ---------------------------------------------------------------- training
+
+    def test_gradient_checkpointing_same_gradients(self):
+        inputs = self.model_inputs(2, 12)
+
+        def gradients(checkpointing: bool) -> dict[str, torch.Tensor]:
+            model = self.make_model().train()
+            if checkpointing:
+                model.gradient_checkpointing_enable()
+                assert model.is_gradient_checkpointing
+                assert any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+            torch.manual_seed(0)
+            model(**inputs).loss.backward()
+            return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+        plain, checkpointed = gradients(False), gradients(True)
+        assert plain.keys() == checkpointed.keys() and plain
+        for name in plain:
+            torch.testing.assert_close(checkpointed[name], plain[name], msg=name)
+
+    def test_trainer_step(self, tmp_path):
+        model = self.make_model(spread=False).train()
+        inputs = self.model_inputs(8, 16)
+        dataset = Dataset.from_dict({k: v.tolist() for k, v in inputs.items()})
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        args = TrainingArguments(
+            output_dir=str(tmp_path),
+            max_steps=1,
+            per_device_train_batch_size=4,
+            use_cpu=True,
+            report_to=[],
+            save_strategy="no",
+            logging_strategy="no",
+            disable_tqdm=True,
+        )
+        trainer = Trainer(
+            model=model, args=args, train_dataset=dataset, data_collator=default_data_collator
+        )
+        result = trainer.train()
+        assert trainer.state.global_step == 1
+        assert torch.isfinite(torch.tensor(result.training_loss))
+        changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+        assert changed
+
+
+class CausalLMTesterMixin(ModelTesterMixin):
+    """Behaviour every causal LM of midiformers shares: loss, generation and caching."""
+
+    new_tokens: int = 64
+
+    def generate(self, model, input_ids, attention_mask=None, use_cache=True, **kwargs):
+        kwargs.setdefault("do_sample", False)
+        kwargs.setdefault("max_new_tokens", self.new_tokens)
+        kwargs.setdefault("min_new_tokens", kwargs["max_new_tokens"])
+        with torch.no_grad():
+            return model.generate(
+                input_ids,
+                attention_mask=attention_mask,
+                use_cache=use_cache,
+                pad_token_id=PAD,
+                **kwargs,
+            )
 
     # ----------------------------------------------------------------- forward
 
@@ -149,56 +270,6 @@ class CausalLMTesterMixin:
             optimizer.zero_grad()
             losses.append(loss.item())
         assert losses[-1] < 0.5 * losses[0], losses
-
-    # ------------------------------------------------------------ persistence
-
-    def test_save_load_round_trip(self, tmp_path):
-        model = self.make_model()
-        model.save_pretrained(tmp_path)
-        assert (tmp_path / "model.safetensors").exists()
-        assert "auto_map" in json.loads((tmp_path / "config.json").read_text())
-        loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-        assert type(loaded) is self.model_class
-        ids = random_ids(2, 11, self.vocab_size)
-        with torch.no_grad():
-            torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
-
-    def test_auto_classes(self):
-        config = self.get_config()
-        assert type(AutoModel.from_config(config)) is self.base_model_class
-        assert type(AutoModelForCausalLM.from_config(config)) is self.model_class
-
-    def test_remote_code_load_without_midiformers(self, tmp_path):
-        model = self.make_model()
-        model.save_pretrained(tmp_path / "model")
-        ids = random_ids(2, 11, self.vocab_size)
-        torch.save(ids, tmp_path / "ids.pt")
-        script = textwrap.dedent(
-            f"""
-            import sys
-            sys.modules["midiformers"] = None  # the package must not be importable here
-            import torch
-            from transformers import AutoModelForCausalLM
-            model = AutoModelForCausalLM.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True)
-            assert not type(model).__module__.startswith("midiformers"), type(model).__module__
-            ids = torch.load({str(tmp_path / "ids.pt")!r})
-            with torch.no_grad():
-                torch.save(model.eval()(input_ids=ids).logits, {str(tmp_path / "logits.pt")!r})
-            """
-        )
-        env = {
-            **os.environ,
-            "HF_HUB_OFFLINE": "1",
-            "HF_MODULES_CACHE": str(tmp_path / "modules"),
-            "PYTHONPATH": "",
-        }
-        result = subprocess.run(
-            [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        with torch.no_grad():
-            expected = model(input_ids=ids).logits
-        torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected)
 
     # -------------------------------------------------------------- generation
 
@@ -253,46 +324,3 @@ class CausalLMTesterMixin:
         uncached = self.generate(model, prompt, use_cache=False, **beams)
         assert cached.shape == (2, 22)
         assert torch.equal(cached, uncached)
-
-    # ---------------------------------------------------------------- training
-
-    def test_gradient_checkpointing_same_gradients(self):
-        ids = random_ids(2, 12, self.vocab_size)
-
-        def gradients(checkpointing: bool) -> dict[str, torch.Tensor]:
-            model = self.make_model().train()
-            if checkpointing:
-                model.gradient_checkpointing_enable()
-                assert model.is_gradient_checkpointing
-                assert any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
-            model(input_ids=ids, labels=ids).loss.backward()
-            return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-        plain, checkpointed = gradients(False), gradients(True)
-        assert plain.keys() == checkpointed.keys() and plain
-        for name in plain:
-            torch.testing.assert_close(checkpointed[name], plain[name], msg=name)
-
-    def test_trainer_step(self, tmp_path):
-        model = self.make_model(spread=False).train()
-        ids = random_ids(8, 16, self.vocab_size)
-        dataset = Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
-        before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        args = TrainingArguments(
-            output_dir=str(tmp_path),
-            max_steps=1,
-            per_device_train_batch_size=4,
-            use_cpu=True,
-            report_to=[],
-            save_strategy="no",
-            logging_strategy="no",
-            disable_tqdm=True,
-        )
-        trainer = Trainer(
-            model=model, args=args, train_dataset=dataset, data_collator=default_data_collator
-        )
-        result = trainer.train()
-        assert trainer.state.global_step == 1
-        assert torch.isfinite(torch.tensor(result.training_loss))
-        changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
-        assert changed
