@@ -7,10 +7,15 @@ classes by :func:`register_auto_classes`.
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from .configuration_gpt import MidiGPTConfig
+from .modeling_gpt import MidiGPTForCausalLM, MidiGPTModel
+
 __all__ = ["register_auto_classes"]
 
 _CAUSAL_LM: list[tuple[type, type, type]] = []
 """(config class, base model class, causal LM class) per causal architecture."""
+_CAUSAL_LM.append((MidiGPTConfig, MidiGPTModel, MidiGPTForCausalLM))
+__all__ += ["MidiGPTConfig", "MidiGPTModel", "MidiGPTForCausalLM"]
 
 
 def register_auto_classes() -> None:

@@ -1,0 +1,252 @@
+"""MidiGPT: a pre-norm decoder-only Transformer over MIDI tokens.
+
+Absolute (learned) or rotary positions, attention through ``scaled_dot_product_attention`` with
+an eager fallback, a ``DynamicCache`` for generation and left-padding-aware positions, so a
+left-padded row of a batch gives the same logits as the same row alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils import can_return_tuple, logging
+from transformers.utils.deprecation import deprecate_kwarg
+
+from ._layers import (
+    MidiFeedForward,
+    MidiSelfAttention,
+    RotaryEmbedding,
+    build_attention_mask,
+    position_ids_from_mask,
+)
+from .configuration_gpt import MidiGPTConfig
+
+logger = logging.get_logger(__name__)
+
+
+class MidiGPTBlock(GradientCheckpointingLayer):
+    """Pre-norm block: ``x + attn(LN(x))`` then ``x + ffn(LN(x))``, dropout on both branches."""
+
+    def __init__(self, config: MidiGPTConfig, layer_idx: int):
+        super().__init__()
+        use_rotary = config.position_embedding_type == "rotary"
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.self_attn = MidiSelfAttention(config, layer_idx, use_rotary=use_rotary)
+        self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = MidiFeedForward(
+            config.hidden_size, config.intermediate_size, config.hidden_act, config.hidden_dropout
+        )
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: Cache | None = None,
+    ) -> torch.Tensor:
+        attended = self.self_attn(
+            self.attention_norm(hidden_states),
+            attention_mask=attention_mask,
+            position_embeddings=position_embeddings,
+            cache=cache,
+        )
+        hidden_states = hidden_states + self.dropout(attended)
+        return hidden_states + self.dropout(self.mlp(self.ffn_norm(hidden_states)))
+
+
+class MidiGPTPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and the class attributes transformers reads."""
+
+    config_class = MidiGPTConfig
+    config: MidiGPTConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["MidiGPTBlock"]
+    _supports_sdpa = True
+
+
+class MidiGPTModel(MidiGPTPreTrainedModel):
+    """Token (+ absolute position) embeddings, ``num_hidden_layers`` blocks and a final norm."""
+
+    def __init__(self, config: MidiGPTConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        if config.position_embedding_type == "absolute":
+            self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+            self.rotary_emb = None
+        else:
+            self.embed_positions = None
+            head_dim = config.hidden_size // config.num_attention_heads
+            self.rotary_emb = RotaryEmbedding(head_dim, base=config.rope_theta)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.layers = nn.ModuleList(
+            [MidiGPTBlock(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
+        )
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    def _check_positions(
+        self, position_ids: torch.LongTensor, total_length: int, given: bool
+    ) -> None:
+        """Fail clearly when an absolute position falls outside the learned table.
+
+        The exact (synchronising) check runs only when positions were passed in or the sequence
+        is longer than the table; otherwise positions derived from the mask are in range.
+        """
+        limit = self.config.max_position_embeddings
+        if not given and total_length <= limit:
+            return
+        largest = int(position_ids.max())
+        if largest >= limit:
+            raise ValueError(
+                f"position {largest} is beyond the learned position table: "
+                f"max_position_embeddings is {limit}. Use shorter sequences, a model with a larger "
+                f"max_position_embeddings, or position_embedding_type='rotary'."
+            )
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if self.gradient_checkpointing and self.training and use_cache:
+            logger.warning_once("use_cache=True is incompatible with gradient checkpointing: off.")
+            use_cache = False
+        if not use_cache:
+            cache = None
+        elif cache is None:
+            cache = DynamicCache(config=self.config)
+        output_hidden_states = (
+            self.config.output_hidden_states
+            if output_hidden_states is None
+            else output_hidden_states
+        )
+
+        batch, length = inputs_embeds.shape[:2]
+        past_length = cache.get_seq_length() if cache is not None else 0
+        if attention_mask is not None and attention_mask.shape[-1] != past_length + length:
+            raise ValueError(
+                f"attention_mask covers {attention_mask.shape[-1]} positions but the cache holds "
+                f"{past_length} and input has {length} (expected {past_length + length})."
+            )
+        positions_given = position_ids is not None
+        if position_ids is None:
+            position_ids = position_ids_from_mask(
+                attention_mask, past_length, length, inputs_embeds.device
+            )
+
+        hidden_states = inputs_embeds
+        position_embeddings = None
+        if self.embed_positions is not None:
+            self._check_positions(position_ids, past_length + length, positions_given)
+            hidden_states = hidden_states + self.embed_positions(position_ids)
+        else:
+            position_embeddings = self.rotary_emb(position_ids, hidden_states.dtype)
+        hidden_states = self.dropout(hidden_states)
+
+        mask = build_attention_mask(
+            attention_mask, length, past_length, hidden_states.dtype, hidden_states.device
+        )
+        all_hidden_states = () if output_hidden_states else None
+        for layer in self.layers:
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            hidden_states = layer(
+                hidden_states,
+                attention_mask=mask,
+                position_embeddings=position_embeddings,
+                cache=cache,
+            )
+        hidden_states = self.norm(hidden_states)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden_states, cache=cache, hidden_states=all_hidden_states
+        )
+
+
+class MidiGPTForCausalLM(MidiGPTPreTrainedModel, GenerationMixin):
+    """MidiGPT with a language-modelling head (tied to the token embedding by default)."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: MidiGPTConfig):
+        super().__init__(config)
+        self.model = MidiGPTModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """Next-token logits; with ``labels`` (``-100`` ignored) also the shifted cross-entropy."""
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_hidden_states=kwargs.pop("output_hidden_states", None),
+        )
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.lm_head(hidden_states)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
+            )
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
+        )
+
+
+__all__ = ["MidiGPTForCausalLM", "MidiGPTModel", "MidiGPTPreTrainedModel"]
