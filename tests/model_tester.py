@@ -168,8 +168,8 @@ class ModelTesterMixin:
         def gradients(checkpointing: bool) -> dict[str, torch.Tensor]:
             model = self.make_model().train()
             if checkpointing:
-                model.gradient_checkpointing_enable()
-                assert model.is_gradient_checkpointing
+                model.activation_checkpointing_enable()
+                assert model.is_activation_checkpointing
                 assert any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
             torch.manual_seed(0)
             model(**inputs).loss.backward()
