@@ -7,8 +7,11 @@ transformers Auto classes. Nothing is built and no file is read at import time.
 from .modeling import *  # noqa: F403
 from .modeling import __all__ as _modeling_all
 from .modeling import register_auto_classes as _register_models
+from .tokenization import MidiFileError, MidiTokenizer, load_score
+from .tokenization import register_auto_tokenizer as _register_tokenizer
 
 _register_models()
+_register_tokenizer()
 
 __version__ = "0.1.0"
-__all__ = [*_modeling_all]
+__all__ = [*_modeling_all, "MidiFileError", "MidiTokenizer", "load_score"]

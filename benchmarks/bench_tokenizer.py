@@ -1,0 +1,135 @@
+"""Tokenization throughput: ``MidiTokenizer`` against bare miditok, measured in the same run.
+
+Tokenizes the MIDI fixtures and (when music21 is installed) Bach chorales from music21's
+corpus, converted to MIDI once into a temporary folder. Both tokenizers read the same files
+from disk; runs alternate and the best of ``--repeats`` is kept, which evens out a busy
+machine. Prints a Markdown table: files/s, tokens/s and the ratio to bare miditok (goal:
+the wrapper keeps >= 0.9x).
+
+    python benchmarks/bench_tokenizer.py --limit 100 --preset remi
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import tempfile
+import time
+import warnings
+from importlib.metadata import version
+from pathlib import Path
+
+import miditok
+import transformers
+from tqdm.auto import tqdm
+
+from midiformers import MidiTokenizer
+from midiformers.tokenization import PRESETS
+
+logger = logging.getLogger("bench_tokenizer")
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "midi" / "valid"
+
+
+def chorale_files(limit: int, folder: Path) -> list[Path]:
+    """Write up to ``limit`` music21 Bach chorales as MIDI files (skipping unexportable ones)."""
+    try:
+        from music21 import corpus
+    except ImportError:
+        logger.warning("music21 is not installed: benchmarking the fixtures only")
+        return []
+    paths = []
+    chorales = corpus.chorales.Iterator(returnType="filename")
+    with tqdm(total=limit, desc="converting chorales") as progress:
+        for index, work in enumerate(chorales):
+            if len(paths) >= limit:
+                break
+            target = folder / f"chorale_{index:03d}.mid"
+            try:
+                corpus.parse(work).write("midi", fp=target)
+            except Exception as error:  # music21 refuses some repeat structures
+                logger.info("skipping %s: %s", work, error)
+                continue
+            paths.append(target)
+            progress.update()
+    return paths
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def time_bare(tokenizer: miditok.MusicTokenizer, paths: list[Path]) -> tuple[float, int]:
+    start = time.perf_counter()
+    tokens = sum(len(tokenizer.encode(path).ids) for path in paths)
+    return time.perf_counter() - start, tokens
+
+
+def time_wrapper(tokenizer: MidiTokenizer, paths: list[Path]) -> tuple[float, int]:
+    start = time.perf_counter()
+    tokens = sum(len(tokenizer(path).input_ids) for path in paths)
+    return time.perf_counter() - start, tokens
+
+
+def time_wrapper_batch(tokenizer: MidiTokenizer, paths: list[Path]) -> tuple[float, int]:
+    start = time.perf_counter()
+    tokens = sum(len(ids) for ids in tokenizer(paths).input_ids)
+    return time.perf_counter() - start, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=100, help="music21 chorales to add (0: none)")
+    parser.add_argument("--preset", default="remi", choices=sorted(PRESETS))
+    parser.add_argument("--repeats", type=int, default=5, help="alternating runs; best is kept")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore", module="miditok")
+    transformers.logging.set_verbosity_error()  # no "longer than model_max_length" notices
+
+    with tempfile.TemporaryDirectory() as folder:
+        fixtures = sorted(FIXTURES.glob("*.mid"))
+        chorales = chorale_files(args.limit, Path(folder))
+        paths = fixtures + chorales
+        wrapper = MidiTokenizer(preset=args.preset)
+        bare = wrapper.miditok  # the very same miditok tokenizer, called directly
+        runs = {
+            "miditok (bare `encode`)": (time_bare, bare),
+            "MidiTokenizer, one call per file": (time_wrapper, wrapper),
+            "MidiTokenizer, one call for all files": (time_wrapper_batch, wrapper),
+        }
+        best = dict.fromkeys(runs, (float("inf"), 0))
+        for _ in tqdm(range(args.repeats), desc="timing"):
+            for name, (function, tokenizer) in runs.items():
+                seconds, tokens = function(tokenizer, paths)
+                best[name] = min(best[name], (seconds, tokens))
+
+    reference_seconds = best["miditok (bare `encode`)"][0]
+    print(
+        f"\nMachine: {cpu_model()}, {os.cpu_count()} logical cores; Python "
+        f"{platform.python_version()}, miditok {version('miditok')}, "
+        f"transformers {transformers.__version__}"
+    )
+    print(
+        f"Data: {len(paths)} MIDI files ({len(fixtures)} fixtures + {len(chorales)} Bach "
+        f"chorales), preset `{args.preset}`, best of {args.repeats} alternating runs; "
+        "MidiTokenizer tokens include BOS/EOS\n"
+    )
+    print("| tokenizer | files/s | tokens/s | throughput vs miditok |")
+    print("|---|---:|---:|---:|")
+    for name, (seconds, tokens) in best.items():
+        print(
+            f"| {name} | {len(paths) / seconds:,.0f} | {tokens / seconds:,.0f} | "
+            f"{reference_seconds / seconds:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()

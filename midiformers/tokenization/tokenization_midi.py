@@ -1,0 +1,471 @@
+"""MidiTokenizer: a transformers ``PreTrainedTokenizer`` over a miditok tokenizer.
+
+The tokenizer takes MIDI where a text tokenizer takes text (a path, the bytes of a file,
+a ``symusic.Score``, or a list of them) and returns the usual ``BatchEncoding``; padding,
+truncation, tensors, ``tok.pad``, data collators, ``save_pretrained`` / ``from_pretrained``
+and ``AutoTokenizer`` work as for any slow tokenizer. miditok does the music: its state
+(configuration and any learned BPE merges) is saved in ``miditok_config.json``.
+
+This file and its siblings (``midi_io.py``, ``presets.py``) are copied into saved folders
+for ``trust_remote_code=True`` loading, so they import nothing from midiformers.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import miditok
+from miditok import TokSequence
+from symusic.core import ScoreTick
+from transformers import PreTrainedTokenizer
+from transformers.tokenization_utils_base import BatchEncoding, PaddingStrategy, TruncationStrategy
+from transformers.utils import logging
+
+from .midi_io import (
+    DEFAULT_MAX_FILE_SIZE,
+    DEFAULT_MAX_QUARTERS,
+    MidiFileError,
+    MidiSource,
+    load_score,
+)
+from .presets import PRESETS, build_miditok_tokenizer, tokenizer_config_parameters
+
+logger = logging.get_logger(__name__)
+
+MIDITOK_FILE_NAME = "miditok_config.json"
+"""miditok's own state. Not ``tokenizer.json``: transformers reads that as a fast tokenizer."""
+
+_METASPACE = "\u2581"  # miditok's BPE marks the first token of each bar/beat with it
+
+
+@dataclass
+class DecodeReport:
+    """What :meth:`MidiTokenizer.to_score` did with the ids it was given.
+
+    Attributes:
+        num_ids: ids received.
+        num_special: ``PAD`` / ``BOS`` / ``EOS`` / ``MASK`` ids removed before decoding.
+        num_invalid: ids outside the miditok vocabulary (negative, too large, or tokens
+            added with ``add_tokens``) removed before decoding.
+        num_notes: notes in the decoded score.
+    """
+
+    num_ids: int = 0
+    num_special: int = 0
+    num_invalid: int = 0
+    num_notes: int = 0
+
+    @property
+    def num_dropped(self) -> int:
+        """Ids that did not reach miditok's decoder (special + invalid)."""
+        return self.num_special + self.num_invalid
+
+
+def _is_id_sequence(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, numbers.Integral) for v in value)
+
+
+def _source_name(source: Any) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "<bytes>"
+    return "<Score>"
+
+
+class MidiTokenizer(PreTrainedTokenizer):
+    """A slow transformers tokenizer that turns MIDI into token ids with miditok.
+
+    Build it from a preset (``remi`` (default), ``tsd``, ``midilike``, ``performance``,
+    ``structured``; see ``midiformers.tokenization.PRESETS`` for what each encodes), with
+    ``miditok.TokenizerConfig`` arguments as keyword overrides, or wrap an existing miditok
+    tokenizer with :meth:`from_miditok`::
+
+        tok = MidiTokenizer(preset="performance", use_velocities=True)
+        batch = tok(["a.mid", "b.mid"], padding=True, return_tensors="pt")
+        tok.to_midi(batch.input_ids[0], "roundtrip.mid")
+
+    Inputs are paths, MIDI bytes, ``symusic.Score`` objects (never modified) or lists of
+    them; a list of ints is taken as already tokenized ids. ``decode`` returns the readable
+    tokens (``"BOS_None Bar_None Position_0 Program_0 Pitch_60 ..."``, BPE tokens read
+    ``"Pitch_60+Velocity_79"``); ``to_score`` / ``to_midi`` give the music back.
+
+    Args:
+        miditok_file: a saved miditok state (``miditok_config.json``); when given, the
+            preset and overrides are ignored. ``from_pretrained`` passes it.
+        preset: name of the miditok configuration to start from.
+        max_file_size: largest MIDI file accepted, in bytes (``None``: no limit).
+        max_quarters: latest event accepted, in quarter notes (``None``: no limit); guards
+            against corrupt delta times that would expand into millions of tokens.
+        miditok_config: extra ``TokenizerConfig`` arguments (e.g. tokenizer-specific
+            ``additional_params`` such as REMI's ``use_bar_end_tokens``).
+        model_max_length: default maximum length for ``truncation=True``.
+        kwargs: ``TokenizerConfig`` arguments (``use_velocities=False``, ``beat_res=...``)
+            and the usual ``PreTrainedTokenizer`` arguments (``padding_side`` ...).
+    """
+
+    vocab_files_names = {"miditok_file": MIDITOK_FILE_NAME}
+    model_input_names = ["input_ids", "attention_mask"]
+    padding_side = "right"
+
+    def __init__(
+        self,
+        miditok_file: str | os.PathLike | None = None,
+        preset: str = "remi",
+        max_file_size: int | None = DEFAULT_MAX_FILE_SIZE,
+        max_quarters: float | None = DEFAULT_MAX_QUARTERS,
+        miditok_config: dict[str, Any] | None = None,
+        model_max_length: int = 1024,
+        **kwargs: Any,
+    ):
+        miditok_tokenizer = kwargs.pop("miditok_tokenizer", None)
+        config_names = tokenizer_config_parameters()
+        overrides = {**(miditok_config or {})}
+        overrides.update({k: kwargs.pop(k) for k in list(kwargs) if k in config_names})
+        if miditok_tokenizer is None:
+            if miditok_file is not None:
+                miditok_tokenizer = self._load_miditok(miditok_file)
+            else:
+                miditok_tokenizer = build_miditok_tokenizer(preset, **overrides)
+        elif overrides:
+            raise ValueError(
+                "Configuration overrides cannot be applied to an existing miditok tokenizer."
+            )
+        self._check_miditok(miditok_tokenizer)
+        self.miditok = miditok_tokenizer
+        self.preset = preset
+        self.max_file_size = max_file_size
+        self.max_quarters = max_quarters
+        self.last_decode_report = DecodeReport()
+        # The vocabulary must exist before PreTrainedTokenizer.__init__ looks up special tokens.
+        self._build_vocab()
+        for name, token in (
+            ("pad_token", "PAD_None"),
+            ("bos_token", "BOS_None"),
+            ("eos_token", "EOS_None"),
+        ):
+            kwargs.setdefault(name, token)
+        if "MASK_None" in self._token_to_id:
+            kwargs.setdefault("mask_token", "MASK_None")
+        kwargs.setdefault("special_tokens_pattern", "bos_eos")
+        super().__init__(
+            preset=preset,
+            max_file_size=max_file_size,
+            max_quarters=max_quarters,
+            model_max_length=model_max_length,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_miditok(
+        cls, miditok_tokenizer: miditok.MusicTokenizer, **kwargs: Any
+    ) -> MidiTokenizer:
+        """Wrap an existing miditok tokenizer (shared, not copied; BPE training updates it).
+
+        It must produce one token stream (``use_programs=True`` and
+        ``one_token_stream_for_programs=True``) and have ``PAD``, ``BOS`` and ``EOS`` tokens.
+        """
+        return cls(miditok_tokenizer=miditok_tokenizer, preset="custom", **kwargs)
+
+    @staticmethod
+    def _load_miditok(path: str | os.PathLike) -> miditok.MusicTokenizer:
+        with open(path, encoding="utf-8") as handle:
+            tokenization = json.load(handle).get("tokenization")
+        tokenizer_class = getattr(miditok, str(tokenization), None)
+        if not (
+            isinstance(tokenizer_class, type)
+            and issubclass(tokenizer_class, miditok.MusicTokenizer)
+        ):
+            raise ValueError(f"{path}: unknown miditok tokenization {tokenization!r}.")
+        return tokenizer_class(params=path)
+
+    @staticmethod
+    def _check_miditok(tokenizer: Any) -> None:
+        if not isinstance(tokenizer, miditok.MusicTokenizer):
+            raise TypeError(f"Expected a miditok.MusicTokenizer, got {type(tokenizer).__name__}.")
+        if tokenizer.is_multi_voc or not tokenizer.one_token_stream:
+            raise ValueError(
+                f"MidiTokenizer needs a miditok tokenizer with a single token stream; "
+                f"{type(tokenizer).__name__} here gives one sequence per track or several "
+                "vocabularies. Use REMI, TSD, MIDILike or Structured with "
+                "use_programs=True and one_token_stream_for_programs=True."
+            )
+        missing = [t for t in ("PAD_None", "BOS_None", "EOS_None") if t not in tokenizer.vocab]
+        if missing:
+            raise ValueError(
+                f"The miditok tokenizer lacks the special tokens {missing}; "
+                "include 'PAD', 'BOS' and 'EOS' in TokenizerConfig(special_tokens=...)."
+            )
+
+    def _build_vocab(self) -> None:
+        """Mirror miditok's vocabulary (base tokens, or BPE tokens once trained) as id <-> str."""
+        if self.miditok.is_trained:
+            learned = self.miditok._vocab_learned_bytes_to_tokens
+            id_to_token: list[str] = [""] * len(self.miditok.vocab_model)
+            for byte_string, index in self.miditok.vocab_model.items():
+                name = "+".join(learned[byte_string])
+                if byte_string.startswith(_METASPACE):
+                    name = _METASPACE + name
+                id_to_token[index] = name
+        else:
+            id_to_token = [""] * len(self.miditok.vocab)
+            for token, index in self.miditok.vocab.items():
+                id_to_token[index] = token
+        self._id_to_token = id_to_token
+        self._token_to_id = {token: index for index, token in enumerate(id_to_token)}
+        self._special_ids = frozenset(self.miditok.special_tokens_ids)
+
+    # ------------------------------------------------------------------ vocabulary
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the miditok vocabulary (learned BPE vocabulary once trained)."""
+        return len(self._id_to_token)
+
+    def get_vocab(self) -> dict[str, int]:
+        vocab = dict(self._token_to_id)
+        vocab.update(self._added_tokens_encoder)
+        return vocab
+
+    def _convert_token_to_id(self, token: str) -> int:
+        try:
+            return self._token_to_id[token]
+        except KeyError:
+            raise ValueError(
+                f"Token {token!r} is not in this MidiTokenizer's vocabulary."
+            ) from None
+
+    def _convert_id_to_token(self, index: int) -> str:
+        if 0 <= index < len(self._id_to_token):
+            return self._id_to_token[index]
+        return f"UNK_{index}"
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        return " ".join(tokens)
+
+    def save_vocabulary(
+        self, save_directory: str, filename_prefix: str | None = None
+    ) -> tuple[str]:
+        """Write miditok's state (config and BPE model) as ``miditok_config.json``."""
+        prefix = f"{filename_prefix}-" if filename_prefix else ""
+        path = Path(save_directory) / f"{prefix}{MIDITOK_FILE_NAME}"
+        self.miditok.save(path)
+        return (str(path),)
+
+    # ------------------------------------------------------------------ encoding
+
+    def load_score(self, source: Any, name: str | None = None) -> ScoreTick:
+        """:func:`load_score` with this tokenizer's size limits (a copy for Score input)."""
+        return load_score(
+            source, name=name, max_file_size=self.max_file_size, max_quarters=self.max_quarters
+        )
+
+    def encode_midi(self, source: Any) -> list[int]:
+        """Token ids of one MIDI source, without special tokens.
+
+        Raises:
+            MidiFileError: the source is unreadable, too large, or miditok cannot tokenize it.
+        """
+        name = _source_name(source)
+        score = self.load_score(source, name)
+        if score.note_num() == 0:
+            logger.warning("%s has no notes; it encodes to the special tokens only.", name)
+            return []
+        try:
+            sequence = self.miditok.encode(score)
+        except Exception as error:  # miditok fails on rare malformed-but-parsable files
+            raise MidiFileError(
+                name, f"miditok cannot tokenize it ({type(error).__name__}: {error})"
+            ) from error
+        return list(sequence.ids)
+
+    def tokenize(self, text: Any, **kwargs: Any) -> list[str]:
+        """Token strings of one MIDI source (a path, bytes or ``symusic.Score``)."""
+        return [self._id_to_token[i] for i in self.encode_midi(text)]
+
+    def _ids_of(self, item: Any) -> list[int]:
+        if _is_id_sequence(item):
+            return [int(i) for i in item]
+        if isinstance(item, MidiSource):
+            return self.encode_midi(item)
+        raise TypeError(
+            "MidiTokenizer encodes MIDI file paths, MIDI bytes, symusic.Score objects or lists "
+            f"of token ids, got {type(item).__name__}."
+        )
+
+    def _encode_plus(
+        self,
+        text: Any,
+        text_pair: Any = None,
+        add_special_tokens: bool = True,
+        padding_strategy: PaddingStrategy = PaddingStrategy.DO_NOT_PAD,
+        truncation_strategy: TruncationStrategy = TruncationStrategy.DO_NOT_TRUNCATE,
+        max_length: int | None = None,
+        stride: int = 0,
+        pad_to_multiple_of: int | None = None,
+        padding_side: str | None = None,
+        return_tensors: Any = None,
+        return_token_type_ids: bool | None = None,
+        return_attention_mask: bool | None = None,
+        return_overflowing_tokens: bool = False,
+        return_special_tokens_mask: bool = False,
+        return_length: bool = False,
+        verbose: bool = True,
+        **kwargs: Any,
+    ) -> BatchEncoding:
+        if text_pair is not None:
+            raise ValueError(
+                "MidiTokenizer encodes single pieces; sequence pairs are not supported."
+            )
+        options = {
+            "add_special_tokens": add_special_tokens,
+            "truncation": truncation_strategy.value,
+            "max_length": max_length,
+            "stride": stride,
+            "return_token_type_ids": return_token_type_ids,
+            "return_overflowing_tokens": return_overflowing_tokens,
+            "return_special_tokens_mask": return_special_tokens_mask,
+            "return_length": return_length,
+            "verbose": verbose,
+        }
+        if not isinstance(text, (list, tuple)) or _is_id_sequence(text) and len(text) > 0:
+            return self.prepare_for_model(
+                self._ids_of(text),
+                padding=padding_strategy.value,
+                pad_to_multiple_of=pad_to_multiple_of,
+                padding_side=padding_side,
+                return_tensors=return_tensors,
+                prepend_batch_axis=True,
+                return_attention_mask=return_attention_mask,
+                **options,
+            )
+        if not text:
+            return BatchEncoding({name: [] for name in self.model_input_names})
+        batch: dict[str, list] = {}
+        for item in text:
+            encoded = self.prepare_for_model(
+                self._ids_of(item), return_attention_mask=False, **options
+            )
+            for key, value in encoded.items():
+                batch.setdefault(key, []).append(value)
+        if return_tensors and return_overflowing_tokens:
+            batch.pop("overflowing_tokens", None)
+            batch.pop("num_truncated_tokens", None)
+        batch = self.pad(
+            batch,
+            padding=padding_strategy.value,
+            max_length=max_length,
+            pad_to_multiple_of=pad_to_multiple_of,
+            padding_side=padding_side,
+            return_attention_mask=return_attention_mask,
+        )
+        return BatchEncoding(batch, tensor_type=return_tensors)
+
+    # ------------------------------------------------------------------ decoding
+
+    @staticmethod
+    def _as_id_list(token_ids: Any) -> list[int]:
+        if hasattr(token_ids, "tolist"):  # torch / numpy
+            token_ids = token_ids.tolist()
+        if isinstance(token_ids, numbers.Integral):
+            return [int(token_ids)]
+        token_ids = list(token_ids)
+        if len(token_ids) == 1 and isinstance(token_ids[0], (list, tuple)):
+            token_ids = list(token_ids[0])  # a batch of one, e.g. generate() output
+        if not _is_id_sequence(token_ids):
+            raise ValueError("to_score / to_midi decode one sequence of token ids (1-D).")
+        return [int(i) for i in token_ids]
+
+    def to_score(self, token_ids: Any, return_report: bool = False):
+        """Decode one sequence of ids into a ``symusic.Score`` (ticks at miditok's resolution).
+
+        Special tokens (PAD/BOS/EOS/MASK) and ids outside the vocabulary are removed first;
+        decoding never fails on them. The counts are in the :class:`DecodeReport` returned
+        with ``return_report=True`` and kept in ``self.last_decode_report``.
+        """
+        ids = self._as_id_list(token_ids)
+        size = len(self._id_to_token)
+        kept = [i for i in ids if 0 <= i < size and i not in self._special_ids]
+        num_special = sum(1 for i in ids if i in self._special_ids)
+        sequence = TokSequence(ids=kept, are_ids_encoded=self.miditok.is_trained)
+        score = self.miditok.decode(sequence)
+        report = DecodeReport(
+            len(ids), num_special, len(ids) - len(kept) - num_special, score.note_num()
+        )
+        self.last_decode_report = report
+        return (score, report) if return_report else score
+
+    @property
+    def last_decode_dropped(self) -> int:
+        """Ids dropped by the most recent ``to_score`` / ``to_midi`` call on this tokenizer."""
+        return self.last_decode_report.num_dropped
+
+    def to_midi(self, token_ids: Any, path: str | os.PathLike) -> Path:
+        """Decode one sequence of ids and write it as a MIDI file; returns the file's path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.to_score(token_ids).dump_midi(path)
+        return path
+
+    def decode(self, token_ids: Any, skip_special_tokens: bool = False, **kwargs: Any):
+        """Readable tokens of the ids (transformers convention).
+
+        With ``output_path=...`` the ids are also written as a MIDI file (one sequence only).
+        """
+        output_path = kwargs.pop("output_path", None)
+        if output_path is not None:
+            self.to_midi(token_ids, output_path)
+        return super().decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
+
+    # ------------------------------------------------------------------ BPE
+
+    def train_bpe(self, sources: Sequence[Any], vocab_size: int, **kwargs: Any) -> MidiTokenizer:
+        """Learn BPE merges with miditok on MIDI files or Scores, growing the vocabulary.
+
+        ``sources`` is a sequence of paths, bytes or ``symusic.Score`` objects, read one at a
+        time (an unreadable file raises :class:`MidiFileError`). Extra keyword arguments go
+        to miditok's ``train``. Returns ``self``; ``save_pretrained`` keeps the merges.
+        """
+        iterator = _BpeTrainingIterator(self, sources)
+        self.miditok.train(vocab_size=vocab_size, model="BPE", iterator=iterator, **kwargs)
+        self._build_vocab()
+        self._update_total_vocab_size()
+        return self
+
+
+class _BpeTrainingIterator:
+    """miditok's ``TokTrainingIterator`` for any MIDI source, through :func:`load_score`."""
+
+    def __init__(self, tokenizer: MidiTokenizer, sources: Sequence[Any]):
+        self.tokenizer = tokenizer
+        self.sources = sources
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __iter__(self) -> Iterator[list[str]]:
+        miditok_tokenizer = self.tokenizer.miditok
+        split = miditok_tokenizer.config.encode_ids_split
+        for source in self.sources:
+            score = self.tokenizer.load_score(source, _source_name(source))
+            sequence = miditok_tokenizer.encode(score, encode_ids=False)
+            if split == "bar":
+                parts = sequence.split_per_bars()
+            elif split == "beat":
+                parts = sequence.split_per_beats()
+            else:
+                parts = [sequence]
+            ids = [part.ids for part in parts if len(part) > 0]
+            if ids:
+                yield miditok_tokenizer._ids_to_bytes(ids, as_one_str=True)
+
+
+__all__ = ["MIDITOK_FILE_NAME", "PRESETS", "DecodeReport", "MidiTokenizer"]
