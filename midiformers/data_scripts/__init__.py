@@ -1,0 +1,133 @@
+"""MIDI corpora as ``datasets`` builders, and their processing into model inputs.
+
+``datasets`` 5.x has no loading scripts: each corpus is a ``GeneratorBasedBuilder``
+subclass in this package, and :func:`load_midi_dataset` is the one-line entry point::
+
+    from midiformers.data_scripts import load_midi_dataset, tokenize_dataset
+
+    ds = load_midi_dataset("bach_chorales")  # offline, cached after the first build
+    lm = tokenize_dataset(ds, tokenizer, max_length=512, transpose_semitones=5)
+
+Corpora: ``jsb_chorales``, ``pop909``, ``maestro`` (downloaded, checksum-verified),
+``bach_chorales``, ``music21_composers`` (offline, from music21's corpus) and
+``midi_folder`` (your own files). Every example has ``id``, ``midi`` (the file's bytes),
+``num_notes``, ``duration_seconds`` and corpus metadata (``composer`` where known).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import datasets
+
+from ._common import ChecksumError, MidiDatasetBuilder
+from .bach_chorales import BachChorales, BachChoralesConfig
+from .export import save_as_parquet
+from .jsb_chorales import JsbChorales, JsbChoralesConfig
+from .maestro import Maestro, MaestroConfig
+from .midi_folder import MidiFolder, MidiFolderConfig
+from .music21_composers import Music21Composers, Music21ComposersConfig
+from .pop909 import Pop909, Pop909Config
+from .processing import PitchTranspose, tokenize_dataset
+
+logger = logging.getLogger(__name__)
+
+BUILDERS: dict[str, type[MidiDatasetBuilder]] = {
+    "bach_chorales": BachChorales,
+    "jsb_chorales": JsbChorales,
+    "maestro": Maestro,
+    "midi_folder": MidiFolder,
+    "music21_composers": Music21Composers,
+    "pop909": Pop909,
+}
+
+__all__ = [
+    "BUILDERS",
+    "BachChorales",
+    "BachChoralesConfig",
+    "ChecksumError",
+    "JsbChorales",
+    "JsbChoralesConfig",
+    "Maestro",
+    "MaestroConfig",
+    "MidiDatasetBuilder",
+    "MidiFolder",
+    "MidiFolderConfig",
+    "Music21Composers",
+    "Music21ComposersConfig",
+    "PitchTranspose",
+    "Pop909",
+    "Pop909Config",
+    "get_builder",
+    "load_midi_dataset",
+    "save_as_parquet",
+    "tokenize_dataset",
+]
+
+
+def get_builder(
+    name: str, cache_dir: str | None = None, data_dir: str | None = None, **config: Any
+) -> MidiDatasetBuilder:
+    """Instantiate the builder of corpus ``name`` with config options ``config``.
+
+    Raises:
+        ValueError: unknown corpus or option; the message lists the valid ones.
+    """
+    if name not in BUILDERS:
+        raise ValueError(f"Unknown MIDI corpus {name!r}; choose from {sorted(BUILDERS)}")
+    builder_class = BUILDERS[name]
+    fields = {field.name for field in dataclasses.fields(builder_class.BUILDER_CONFIG_CLASS)}
+    options = fields - {"name", "version", "data_dir", "data_files", "description"}
+    unknown = sorted(set(config) - options)
+    if unknown:
+        raise ValueError(
+            f"{name}: unknown option(s) {unknown}; valid options are {sorted(options)}"
+        )
+    for key, value in config.items():  # lists would make the cache id unhashable
+        if isinstance(value, list):
+            config[key] = tuple(value)
+    return builder_class(cache_dir=cache_dir, data_dir=data_dir, **config)
+
+
+def load_midi_dataset(
+    name: str,
+    *,
+    cache_dir: str | None = None,
+    data_dir: str | None = None,
+    split: str | None = None,
+    num_proc: int | None = None,
+    download_mode: datasets.DownloadMode | str | None = None,
+    **config: Any,
+) -> datasets.DatasetDict | datasets.Dataset:
+    """Build (or load from the cache) a MIDI corpus as a ``DatasetDict``.
+
+    Args:
+        name: one of :data:`BUILDERS` (``"bach_chorales"``, ``"jsb_chorales"``, ``"pop909"``,
+            ``"maestro"``, ``"music21_composers"``, ``"midi_folder"``).
+        cache_dir: where ``datasets`` caches downloads and builds (default: its own cache).
+        data_dir: a folder holding the already downloaded corpus (or, for ``midi_folder``,
+            the MIDI files).
+        split: return only this split (a ``Dataset``).
+        num_proc: processes used to build the splits (the conversions are CPU-bound).
+        download_mode: ``"force_redownload"`` rebuilds a cached corpus.
+        config: options of the corpus' config class (e.g. ``max_pieces=8`` for
+            ``bach_chorales``, ``top_n_composers=12`` for ``maestro``).
+    """
+    builder = get_builder(name, cache_dir=cache_dir, data_dir=data_dir, **config)
+    builder.download_and_prepare(download_mode=download_mode, num_proc=num_proc)
+    dataset = builder.as_dataset(split=split)
+    skipped = builder.skipped_files()
+    counts = ", ".join(
+        f"{split} {info.num_examples}" for split, info in builder.info.splits.items()
+    )
+    logger.info(
+        "Loaded %s (%s): %s pieces; %d source file(s) skipped%s",
+        name,
+        builder.cache_dir,
+        counts,
+        len(skipped),
+        "".join(f"\n  skipped {item['name']}: {item['reason']}" for item in skipped),
+    )
+    return dataset

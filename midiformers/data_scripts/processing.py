@@ -1,0 +1,361 @@
+"""From MIDI datasets to model inputs: tokenization, packing and pitch transposition.
+
+:func:`tokenize_dataset` turns the ``midi`` column of any midiformers dataset into
+``input_ids``, either packed into fixed-length blocks for causal language modelling (the
+``group_texts`` recipe of transformers' ``run_clm.py``) or kept one example per piece (for
+the VAE and the composer classifier). :class:`PitchTranspose` is the on-the-fly
+augmentation of the training split: every time an example is read, all its pitch tokens
+move by the same random number of semitones.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import datasets
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["pack", "piece", "chunk"]
+_PITCH_TOKEN = re.compile(r"^(Pitch|NoteOn|NoteOff)_(\d+)$")
+LABEL_COLUMNS = ("composer", "label")
+
+
+class PitchTranspose:
+    """Transpose token sequences by a random number of semitones (a ``set_transform``).
+
+    Built from the tokenizer's vocabulary: every ``Pitch_p`` / ``NoteOn_p`` / ``NoteOff_p``
+    token maps to the same kind of token ``k`` semitones away. Drum tokens
+    (``PitchDrum_*``) are untouched. For each example a shift ``k`` in
+    ``[-max_semitones, max_semitones]`` is drawn among those that keep every pitch of that
+    example inside the vocabulary, so a transposed sequence is always valid.
+
+    Args:
+        tokenizer: a :class:`~midiformers.tokenization.MidiTokenizer` without BPE (merged
+            tokens cannot be transposed one by one).
+        max_semitones: largest shift, up or down.
+        columns: the token-id columns to transpose (``labels`` follows ``input_ids``).
+        seed: seed of the random shifts (``None``: fresh randomness).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        max_semitones: int,
+        columns: Sequence[str] = ("input_ids", "labels"),
+        seed: int | None = None,
+    ):
+        if max_semitones < 0:
+            raise ValueError(f"max_semitones must be >= 0, got {max_semitones}")
+        miditok = getattr(tokenizer, "miditok", None)
+        if miditok is not None and miditok.is_trained:
+            raise ValueError(
+                "Pitch transposition works on base tokens; this tokenizer is BPE-trained, so a "
+                "token may merge several notes. Use an untrained tokenizer, or no transposition."
+            )
+        self.max_semitones = int(max_semitones)
+        self.columns = tuple(columns)
+        self.rng = np.random.default_rng(seed)
+        vocab = tokenizer.get_vocab()
+        size = max(vocab.values()) + 1
+        pitch = np.full(size, -1, dtype=np.int64)  # pitch of each token id, -1 if none
+        by_kind: dict[str, dict[int, int]] = {}
+        for token, index in vocab.items():
+            match = _PITCH_TOKEN.match(token)
+            if match:
+                pitch[index] = int(match.group(2))
+                by_kind.setdefault(match.group(1), {})[int(match.group(2))] = index
+        if not by_kind:
+            raise ValueError("The tokenizer's vocabulary has no Pitch / NoteOn / NoteOff tokens.")
+        self.pitch_of = pitch
+        shifts = range(-self.max_semitones, self.max_semitones + 1)
+        self.table = np.tile(np.arange(size, dtype=np.int64), (len(shifts), 1))
+        for row, shift in enumerate(shifts):
+            for ids in by_kind.values():
+                for p, index in ids.items():
+                    self.table[row, index] = ids.get(p + shift, -1)
+        self.low = min(min(ids) for ids in by_kind.values())
+        self.high = max(max(ids) for ids in by_kind.values())
+
+    def allowed_shifts(self, ids: np.ndarray) -> np.ndarray:
+        """The shifts that keep every pitch of ``ids`` in the vocabulary."""
+        pitches = self.pitch_of[ids[(ids >= 0) & (ids < len(self.pitch_of))]]
+        pitches = pitches[pitches >= 0]
+        if pitches.size == 0:
+            return np.array([0])
+        low = max(-self.max_semitones, self.low - int(pitches.min()))
+        high = min(self.max_semitones, self.high - int(pitches.max()))
+        candidates = np.arange(low, high + 1)
+        rows = self.table[candidates + self.max_semitones]
+        in_vocab = (rows[:, ids[(ids >= 0) & (ids < len(self.pitch_of))]] >= 0).all(axis=1)
+        return candidates[in_vocab] if in_vocab.any() else np.array([0])
+
+    def transpose(self, ids: Sequence[int], shift: int) -> list[int]:
+        """``ids`` moved by ``shift`` semitones (the shift must be allowed)."""
+        array = np.asarray(ids, dtype=np.int64)
+        inside = (array >= 0) & (array < len(self.pitch_of))
+        out = array.copy()
+        out[inside] = self.table[shift + self.max_semitones, array[inside]]
+        if (out < 0).any():
+            raise ValueError(f"shift {shift} moves a pitch out of the tokenizer's range")
+        return out.tolist()
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        main = self.columns[0]
+        out = dict(batch)
+        for column in self.columns:
+            if column in batch:
+                out[column] = []
+        for row, ids in enumerate(batch[main]):
+            shift = int(self.rng.choice(self.allowed_shifts(np.asarray(ids, dtype=np.int64))))
+            for column in self.columns:
+                if column in batch:
+                    out[column].append(self.transpose(batch[column][row], shift))
+        return out
+
+
+def _special_ids(tokenizer: Any, add_special_tokens: bool) -> tuple[list[int], list[int]]:
+    if not add_special_tokens:
+        return [], []
+    return [tokenizer.bos_token_id], [tokenizer.eos_token_id]
+
+
+def _encode_batch(
+    batch: dict[str, list],
+    tokenizer: Any,
+    add_special_tokens: bool,
+    midi_column: str,
+    keep: Sequence[str],
+) -> dict[str, list]:
+    """Token ids of each piece with BOS / EOS; unreadable pieces are dropped with a warning."""
+    from ..tokenization import MidiFileError
+
+    bos, eos = _special_ids(tokenizer, add_special_tokens)
+    out: dict[str, list] = {"input_ids": [], **{column: [] for column in keep}}
+    ids_column = batch.get("id", [None] * len(batch[midi_column]))
+    for row, data in enumerate(batch[midi_column]):
+        name = ids_column[row] or f"row {row}"
+        try:
+            ids = tokenizer.encode_midi(data) if hasattr(tokenizer, "encode_midi") else None
+            if ids is None:
+                ids = tokenizer(data, add_special_tokens=False)["input_ids"]
+        except MidiFileError as error:
+            logger.warning("Dropping %s: %s", name, error.reason)
+            continue
+        out["input_ids"].append(bos + list(ids) + eos)
+        for column in keep:
+            out[column].append(batch[column][row])
+    return out
+
+
+def _pack(batch: dict[str, list], block_size: int) -> dict[str, list]:
+    """Concatenate the pieces of a batch and cut them into ``block_size`` blocks
+    (the remainder is dropped), as ``run_clm.py``'s ``group_texts``."""
+    concatenated = [token for ids in batch["input_ids"] for token in ids]
+    total = (len(concatenated) // block_size) * block_size
+    blocks = [concatenated[i : i + block_size] for i in range(0, total, block_size)]
+    return {"input_ids": blocks, "labels": [list(block) for block in blocks]}
+
+
+def _chunk(batch: dict[str, list], block_size: int, keep: Sequence[str]) -> dict[str, list]:
+    """Cut each piece into consecutive windows of at most ``block_size`` tokens; every
+    window keeps the piece's other columns (e.g. its composer)."""
+    out: dict[str, list] = {"input_ids": [], **{column: [] for column in keep}}
+    for row, ids in enumerate(batch["input_ids"]):
+        for start in range(0, len(ids), block_size):
+            out["input_ids"].append(ids[start : start + block_size])
+            for column in keep:
+                out[column].append(batch[column][row])
+    return out
+
+
+def _truncate(batch: dict[str, list], max_length: int, eos: list[int]) -> dict[str, list]:
+    """Keep the first ``max_length`` tokens of each piece, ending with EOS when it had one."""
+    out = dict(batch)
+    out["input_ids"] = [
+        ids if len(ids) <= max_length else ids[: max_length - len(eos)] + eos
+        for ids in batch["input_ids"]
+    ]
+    return out
+
+
+def tokenize_dataset(
+    dataset: datasets.DatasetDict | datasets.Dataset,
+    tokenizer: Any,
+    max_length: int,
+    *,
+    mode: Mode = "pack",
+    add_special_tokens: bool = True,
+    num_proc: int | None = None,
+    transpose_semitones: int = 0,
+    augment_splits: Sequence[str] = ("train",),
+    seed: int | None = None,
+    keep_columns: Sequence[str] | None = None,
+    midi_column: str = "midi",
+    batch_size: int = 64,
+) -> datasets.DatasetDict | datasets.Dataset:
+    """Tokenize a MIDI dataset for training.
+
+    Args:
+        dataset: a dataset (dict) with a ``midi`` column, e.g. from :func:`load_midi_dataset`.
+        tokenizer: a :class:`~midiformers.tokenization.MidiTokenizer`.
+        max_length: block length (``"pack"``, ``"chunk"``) or truncation length (``"piece"``).
+        mode: ``"pack"``: concatenate the pieces (each with BOS / EOS) and cut blocks of
+            exactly ``max_length`` tokens with ``labels`` (causal LM); ``"piece"``: one
+            example per piece, truncated to ``max_length`` (ending with EOS), with its
+            label columns; ``"chunk"``: each piece cut into consecutive windows of up to
+            ``max_length`` tokens, each with its piece's label columns.
+        add_special_tokens: add BOS and EOS around each piece.
+        num_proc: processes for tokenization (``datasets.map``).
+        transpose_semitones: when > 0, the ``augment_splits`` get a :class:`PitchTranspose`
+            transform (random shift in ``[-n, n]`` each time an example is read).
+        augment_splits: the splits that get the transposition (only the training one by
+            default: evaluation must see the music as it is).
+        seed: seed of the transposition shifts.
+        keep_columns: columns kept in ``"piece"`` / ``"chunk"`` mode; by default ``id`` and
+            the label columns present (``composer``, ``label``).
+        midi_column: the column holding the MIDI bytes.
+        batch_size: pieces per ``map`` batch (and per packing group).
+
+    Returns:
+        The same kind of object as ``dataset``, with ``input_ids`` (and ``labels`` in
+        ``"pack"`` mode, ``attention_mask`` otherwise).
+    """
+    if mode not in ("pack", "piece", "chunk"):
+        raise ValueError(f"mode must be 'pack', 'piece' or 'chunk', got {mode!r}")
+    if max_length < 2 + 2 * add_special_tokens:
+        raise ValueError(f"max_length={max_length} is too small to hold a piece")
+    transform = None
+    if transpose_semitones:
+        transform = PitchTranspose(tokenizer, transpose_semitones, seed=seed)
+    if isinstance(dataset, datasets.DatasetDict):
+        return datasets.DatasetDict(
+            {
+                split: _tokenize_split(
+                    part,
+                    tokenizer,
+                    max_length,
+                    mode=mode,
+                    add_special_tokens=add_special_tokens,
+                    num_proc=num_proc,
+                    transform=transform if split in augment_splits else None,
+                    keep_columns=keep_columns,
+                    midi_column=midi_column,
+                    batch_size=batch_size,
+                    split=split,
+                )
+                for split, part in dataset.items()
+            }
+        )
+    return _tokenize_split(
+        dataset,
+        tokenizer,
+        max_length,
+        mode=mode,
+        add_special_tokens=add_special_tokens,
+        num_proc=num_proc,
+        transform=transform,
+        keep_columns=keep_columns,
+        midi_column=midi_column,
+        batch_size=batch_size,
+        split=str(dataset.split or "dataset"),
+    )
+
+
+def _tokenize_split(
+    dataset: datasets.Dataset,
+    tokenizer: Any,
+    max_length: int,
+    *,
+    mode: Mode,
+    add_special_tokens: bool,
+    num_proc: int | None,
+    transform: PitchTranspose | None,
+    keep_columns: Sequence[str] | None,
+    midi_column: str,
+    batch_size: int,
+    split: str,
+) -> datasets.Dataset:
+    if midi_column not in dataset.column_names:
+        raise ValueError(
+            f"The {split} split has no {midi_column!r} column (columns: {dataset.column_names})"
+        )
+    if keep_columns is None:
+        keep_columns = [c for c in ("id", *LABEL_COLUMNS) if c in dataset.column_names]
+    missing = [c for c in keep_columns if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"keep_columns {missing} are not columns of the {split} split")
+    keep = [] if mode == "pack" else list(keep_columns)
+    num_proc = num_proc if num_proc and num_proc > 1 and len(dataset) > 1 else None
+    encoded = dataset.map(
+        _encode_batch,
+        batched=True,
+        batch_size=batch_size,
+        num_proc=num_proc,
+        remove_columns=dataset.column_names,
+        features=_encoded_features(dataset, keep),
+        fn_kwargs={
+            "tokenizer": tokenizer,
+            "add_special_tokens": add_special_tokens,
+            "midi_column": midi_column,
+            "keep": keep,
+        },
+        desc=f"Tokenizing {split}",
+    )
+    if mode == "pack":
+        result = encoded.map(
+            _pack,
+            batched=True,
+            batch_size=batch_size,
+            fn_kwargs={"block_size": max_length},
+            desc=f"Packing {split} into blocks of {max_length}",
+        )
+    elif mode == "chunk":
+        result = encoded.map(
+            _chunk,
+            batched=True,
+            batch_size=batch_size,
+            fn_kwargs={"block_size": max_length, "keep": keep},
+            desc=f"Cutting {split} into windows of {max_length}",
+        )
+    else:
+        _, eos = _special_ids(tokenizer, add_special_tokens)
+        result = encoded.map(
+            _truncate,
+            batched=True,
+            batch_size=batch_size,
+            fn_kwargs={"max_length": max_length, "eos": eos},
+            desc=f"Truncating {split} to {max_length}",
+        )
+    if mode != "pack":
+        result = result.map(
+            _attention_mask,
+            batched=True,
+            batch_size=batch_size,
+            desc=f"Attention masks of {split}",
+        )
+    logger.info(
+        "Tokenized %s: %d pieces -> %d examples (%s, max_length %d)",
+        split,
+        len(dataset),
+        len(result),
+        mode,
+        max_length,
+    )
+    if transform is not None:
+        result.set_transform(transform)
+    return result
+
+
+def _attention_mask(batch: dict[str, list]) -> dict[str, list]:
+    return {"attention_mask": [[1] * len(ids) for ids in batch["input_ids"]]}
+
+
+def _encoded_features(dataset: datasets.Dataset, keep: Sequence[str]) -> datasets.Features:
+    features = {"input_ids": datasets.Sequence(datasets.Value("int32"))}
+    features.update({column: dataset.features[column] for column in keep})
+    return datasets.Features(features)
