@@ -1,0 +1,379 @@
+"""The training run behind ``train.py``: recipe -> tokenizer -> dataset -> model -> Trainer.
+
+Works the same under ``python train.py`` and ``accelerate launch train.py``; only the main
+process writes the final artefacts (model, tokenizer, card, metrics, plots, samples).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    DataCollatorForLanguageModeling,
+    DataCollatorWithPadding,
+    Trainer,
+    default_data_collator,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from .arguments import (
+    MODEL_TYPES,
+    DataArguments,
+    MidiTrainingArguments,
+    ModelArguments,
+    RecipeError,
+    TokenizerArguments,
+    parse_recipe,
+)
+from .callbacks import MidiSampleCallback, plot_history
+from .metrics import argmax_logits, causal_lm_metrics, classification_metrics, perplexity
+
+logger = logging.getLogger("midiformers.train")
+
+
+@dataclass(frozen=True)
+class Task:
+    """How a family of models is fed: example layout, label column, Auto class."""
+
+    name: str
+    tokenize_mode: str
+    label_column: str | None
+    auto_class: type
+
+
+TASKS = {
+    "causal": Task("causal", "pack", None, AutoModelForCausalLM),
+    "vae": Task("vae", "piece", "composer_labels", AutoModelForCausalLM),
+    "classification": Task("classification", "piece", "labels", AutoModelForSequenceClassification),
+}
+
+
+CARD_METRICS = (
+    "eval_loss",
+    "eval_perplexity",
+    "eval_accuracy",
+    "eval_macro_f1",
+    "train_loss",
+    "epoch",
+)
+
+
+def task_for(model_type: str) -> Task:
+    if model_type.endswith("_vae"):
+        return TASKS["vae"]
+    if model_type.endswith("_gru"):
+        return TASKS["classification"]
+    return TASKS["causal"]
+
+
+class MidiTrainer(Trainer):
+    """``Trainer`` that also reports perplexity (``exp(loss)``) with every evaluation."""
+
+    def evaluation_loop(self, *args, **kwargs):
+        output = super().evaluation_loop(*args, **kwargs)
+        prefix = kwargs.get("metric_key_prefix", "eval")
+        loss = output.metrics.get(f"{prefix}_loss")
+        if loss is not None:
+            output.metrics[f"{prefix}_perplexity"] = perplexity(loss)
+        return output
+
+
+def resolve_model_type(name: str) -> str:
+    """Map a short name (``gpt``) or a full ``midiformers_*`` type to the registered type."""
+    model_type = MODEL_TYPES.get(name, name)
+    if model_type not in MODEL_TYPES.values():
+        raise RecipeError(f"Unknown model_type {name!r}; choose one of {sorted(MODEL_TYPES)}")
+    return model_type
+
+
+def build_tokenizer(tok_args: TokenizerArguments, model_args: ModelArguments, train_split=None):
+    from midiformers.tokenization import MidiTokenizer
+
+    source = tok_args.tokenizer_name_or_path or model_args.model_name_or_path
+    if source:
+        return transformers.AutoTokenizer.from_pretrained(source)
+    tokenizer = MidiTokenizer(
+        preset=tok_args.tokenizer_preset, **(tok_args.tokenizer_options or {})
+    )
+    if tok_args.bpe_vocab_size and train_split is not None:
+        logger.info("Training a BPE vocabulary of %d tokens", tok_args.bpe_vocab_size)
+        tokenizer.train_bpe(list(train_split["midi"]), vocab_size=tok_args.bpe_vocab_size)
+    return tokenizer
+
+
+def load_data(data_args: DataArguments, train_args: MidiTrainingArguments):
+    from midiformers.data_scripts import load_midi_dataset
+
+    name = data_args.dataset_name
+    with train_args.main_process_first(desc="building the dataset"):
+        try:
+            dataset = load_midi_dataset(
+                name,
+                cache_dir=data_args.dataset_cache_dir,
+                data_dir=data_args.data_dir,
+                **(data_args.dataset_config or {}),
+            )
+        except ValueError as error:
+            if "corresponds to no data" in str(error):  # datasets' words for an empty split
+                raise RecipeError(
+                    f"Dataset {name!r} has no usable pieces (every source file was skipped; "
+                    "the warnings above name them)"
+                ) from error
+            raise RecipeError(f"Dataset {name!r} could not be loaded: {error}") from error
+    if "train" not in dataset or len(dataset["train"]) == 0:
+        raise RecipeError(
+            f"Dataset {name!r} has no usable training pieces "
+            f"(splits: { {name: len(split) for name, split in dataset.items()} })"
+        )
+    if data_args.eval_split not in dataset:
+        raise RecipeError(
+            f"Dataset {name!r} has no split {data_args.eval_split!r}; it has {sorted(dataset)}"
+        )
+    return dataset
+
+
+def tokenize(dataset, tokenizer, data_args: DataArguments, task: Task, train_args):
+    from midiformers.data_scripts import tokenize_dataset
+
+    splits = datasets.DatasetDict(
+        {name: dataset[name] for name in ("train", data_args.eval_split) if name in dataset}
+    )
+    with train_args.main_process_first(desc="tokenizing"):
+        tokenized = tokenize_dataset(
+            splits,
+            tokenizer,
+            data_args.max_length,
+            mode=task.tokenize_mode,
+            num_proc=data_args.preprocessing_num_workers,
+            transpose_semitones=data_args.transpose_semitones,
+            seed=train_args.seed,
+        )
+    if task.label_column:
+        tokenized = tokenized.rename_column("composer", task.label_column)
+        tokenized = tokenized.remove_columns(
+            [c for c in tokenized["train"].column_names if c not in _piece_columns(task)]
+        )
+    train, evaluation = tokenized["train"], tokenized[data_args.eval_split]
+    if data_args.max_train_samples:
+        train = train.select(range(min(len(train), data_args.max_train_samples)))
+    if data_args.max_eval_samples:
+        evaluation = evaluation.select(range(min(len(evaluation), data_args.max_eval_samples)))
+    if len(train) == 0:
+        raise RecipeError(
+            f"No training example of {data_args.max_length} tokens could be made from "
+            f"{data_args.dataset_name!r}: the pieces are too short or all failed to tokenize; "
+            "lower max_length or check the data"
+        )
+    return train, evaluation
+
+
+def _piece_columns(task: Task) -> set[str]:
+    return {"input_ids", "attention_mask", task.label_column}
+
+
+def build_model(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    tokenizer,
+    task: Task,
+    model_type: str,
+    label_names: list[str] | None,
+):
+    kwargs: dict[str, Any] = {}
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    if model_args.model_name_or_path:
+        model = task.auto_class.from_pretrained(model_args.model_name_or_path, **kwargs)
+    else:
+        overrides = dict(model_args.model_config or {})
+        overrides.setdefault("vocab_size", len(tokenizer))
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            overrides.setdefault(name, getattr(tokenizer, name))
+        if label_names:
+            overrides.setdefault("id2label", dict(enumerate(label_names)))
+            overrides.setdefault("label2id", {name: i for i, name in enumerate(label_names)})
+        try:
+            config = AutoConfig.for_model(model_type, **overrides)
+        except Exception as error:  # strict dataclass validation names the field
+            raise RecipeError(f"Invalid model_config for {model_type}: {error}") from error
+        model = task.auto_class.from_config(config, **kwargs)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions is not None and data_args.max_length > positions:
+        raise RecipeError(
+            f"max_length ({data_args.max_length}) exceeds the model's max_position_embeddings "
+            f"({positions}); lower max_length or raise model_config.max_position_embeddings"
+        )
+    if model.config.vocab_size < len(tokenizer):
+        raise RecipeError(
+            f"The model's vocab_size ({model.config.vocab_size}) is smaller than the "
+            f"tokenizer's vocabulary ({len(tokenizer)})"
+        )
+    return model
+
+
+def sample_function(task: Task, tokenizer, train_args: MidiTrainingArguments):
+    """Unconditional (or per-composer) sampling used by the sample callback."""
+
+    def sample(model, count: int) -> list[list[int]]:
+        options = dict(
+            do_sample=True,
+            max_new_tokens=train_args.sample_max_new_tokens,
+            top_k=train_args.sample_top_k,
+            temperature=train_args.sample_temperature,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        if task.name == "vae":
+            composers = torch.arange(count) % model.config.num_labels
+            output = model.generate(composer=composers.to(model.device), **options)
+        else:
+            prompt = torch.full((count, 1), tokenizer.bos_token_id, device=model.device)
+            output = model.generate(prompt, **options)
+        return output.tolist()
+
+    return sample
+
+
+def collator_for(task: Task, tokenizer):
+    if task.name == "causal":
+        return default_data_collator
+    if task.name == "classification":
+        return DataCollatorWithPadding(tokenizer)
+    return DataCollatorForLanguageModeling(tokenizer, mlm=False)
+
+
+def _resume_checkpoint(train_args: MidiTrainingArguments) -> str | None:
+    if train_args.resume_from_checkpoint:
+        return train_args.resume_from_checkpoint
+    if train_args.overwrite_output_dir or not os.path.isdir(train_args.output_dir):
+        return None
+    last = get_last_checkpoint(train_args.output_dir)
+    if last:
+        logger.info("Resuming from %s (pass --overwrite_output_dir to start afresh)", last)
+    return last
+
+
+def _setup_logging(train_args: MidiTrainingArguments) -> None:
+    level = train_args.get_process_log_level()
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    main_process = train_args.process_index == 0
+    logging.getLogger("midiformers").setLevel(logging.INFO if main_process else logging.WARNING)
+    transformers.utils.logging.set_verbosity(level)
+    datasets.utils.logging.set_verbosity(level)
+
+
+def write_artefacts(trainer, tokenizer, args: tuple, metrics: dict) -> Path:
+    """Save model, tokenizer, card, metrics.json and plots into ``output_dir`` (main process)."""
+    model_args, data_args, tok_args, train_args, model_type = args
+    output_dir = Path(train_args.output_dir)
+    trainer.save_model(str(output_dir))
+    if not trainer.is_world_process_zero():
+        return output_dir
+    tokenizer.save_pretrained(output_dir)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    if train_args.plots:
+        plot_history(trainer.state.log_history, output_dir)
+    from midiformers.hub import make_model_card
+
+    card = make_model_card(
+        model_type,
+        dataset=data_args.dataset_name,
+        metrics={k: metrics[k] for k in CARD_METRICS if k in metrics},
+        tokenizer_preset=getattr(tokenizer, "preset", None) or tok_args.tokenizer_preset,
+        num_parameters=trainer.model.num_parameters(),
+        repo_id=train_args.hub_model_id,
+    )
+    card.save(output_dir / "README.md")
+    return output_dir
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Run one training job; returns the final metrics."""
+    import midiformers  # noqa: F401  (registers the Auto classes)
+
+    model_args, data_args, tok_args, train_args, recipe = parse_recipe(argv)
+    _setup_logging(train_args)
+    model_type = resolve_model_type(model_args.model_type)
+    task = task_for(model_type)
+    logger.info("Recipe %s: %s on %s", recipe, model_type, data_args.dataset_name)
+    set_seed(train_args.seed)
+
+    dataset = load_data(data_args, train_args)
+    tokenizer = build_tokenizer(tok_args, model_args, dataset["train"])
+    train_set, eval_set = tokenize(dataset, tokenizer, data_args, task, train_args)
+    label_names = None
+    if task.label_column:
+        label_names = dataset["train"].features["composer"].names
+    model = build_model(model_args, data_args, tokenizer, task, model_type, label_names)
+    logger.info(
+        "%s: %s parameters; %d training and %d evaluation examples",
+        type(model).__name__,
+        f"{model.num_parameters():,}",
+        len(train_set),
+        len(eval_set),
+    )
+
+    push_to_hub, train_args.push_to_hub = train_args.push_to_hub, False
+    if not torch.cuda.is_available():
+        train_args.dataloader_pin_memory = False
+    sampler = (
+        sample_function(task, tokenizer, train_args) if task.name != "classification" else None
+    )
+    callbacks = []
+    if sampler is not None and train_args.num_samples > 0:
+        callbacks.append(
+            MidiSampleCallback(tokenizer, sampler, train_args.num_samples, train_args.output_dir)
+        )
+    trainer = MidiTrainer(
+        model=model,
+        args=train_args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        data_collator=collator_for(task, tokenizer),
+        compute_metrics=classification_metrics
+        if task.name == "classification"
+        else causal_lm_metrics,
+        preprocess_logits_for_metrics=argmax_logits,
+        callbacks=callbacks,
+    )
+    result = trainer.train(resume_from_checkpoint=_resume_checkpoint(train_args))
+    metrics = {**result.metrics, **trainer.evaluate()}
+    output_dir = write_artefacts(
+        trainer, tokenizer, (model_args, data_args, tok_args, train_args, model_type), metrics
+    )
+    if trainer.is_world_process_zero():
+        if push_to_hub:
+            from midiformers.hub import push_folder
+
+            url = push_folder(output_dir, train_args.hub_model_id, token=train_args.hub_token)
+            logger.info("Pushed to %s", url)
+        summary = ", ".join(
+            f"{key} {metrics[key]:.4g}"
+            for key in ("eval_loss", "eval_perplexity", "eval_accuracy", "eval_macro_f1")
+            if key in metrics
+        )
+        logger.info(
+            "Done: %d steps in %.0f s; %s. Everything is in %s",
+            trainer.state.global_step,
+            result.metrics.get("train_runtime", float("nan")),
+            summary,
+            output_dir,
+        )
+    return metrics

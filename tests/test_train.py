@@ -1,0 +1,140 @@
+"""train.py end to end: a tiny recipe in a subprocess, accelerate with 2 CPU processes,
+resume, and the errors that must come before any training starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from midiformers.training import RecipeError, main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "fixtures" / "recipes" / "tiny.yaml"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def dataset_cache(tmp_path_factory) -> Path:
+    """One datasets cache for the module, so the chorales are converted once."""
+    return tmp_path_factory.mktemp("datasets-cache")
+
+
+def run_train(args: list[str], cache: Path, launcher: list[str] | None = None):
+    command = [*(launcher or [sys.executable]), str(ROOT / "train.py"), str(TINY), *args]
+    command += ["--dataset_cache_dir", str(cache)]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "0",
+    }
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_train_script_leaves_a_complete_output_folder(tmp_path, dataset_cache):
+    import symusic
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "run"
+    result = run_train(["--output_dir", str(out)], dataset_cache)
+    assert "Done: 4 steps" in result.stdout + result.stderr
+    for name in ("config.json", "model.safetensors", "tokenizer_config.json", "README.md"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"eval_loss", "eval_accuracy", "eval_perplexity", "train_loss"} <= set(metrics)
+    assert metrics["eval_perplexity"] == pytest.approx(torch.tensor(metrics["eval_loss"]).exp())
+    for plot in ("loss.png", "accuracy.png", "perplexity.png"):
+        assert (out / plot).read_bytes()[:8] == PNG_SIGNATURE, plot
+    samples = sorted((out / "samples").glob("*.mid"))
+    assert len(samples) >= 2  # one per evaluation (steps 2 and 4) and the final one
+    for sample in samples:
+        symusic.Score(str(sample))  # parses as MIDI
+    card = (out / "README.md").read_text()
+    assert "music-generation" in card and "eval_loss" in card
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model.config.vocab_size == len(tokenizer)
+
+
+def test_accelerate_launch_two_cpu_processes(tmp_path, dataset_cache):
+    from transformers import AutoModelForCausalLM
+
+    if shutil.which("accelerate") is None:
+        pytest.skip("the accelerate command is not on PATH")
+    out = tmp_path / "ddp"
+    launcher = [
+        "accelerate",
+        "launch",
+        "--config_file",
+        str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"),
+        "--main_process_port",
+        "29517",
+    ]
+    run_train(["--output_dir", str(out), "--num_samples", "0"], dataset_cache, launcher)
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    assert AutoModelForCausalLM.from_pretrained(out / "checkpoint-4") is not None
+    assert AutoModelForCausalLM.from_pretrained(out) is not None
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path, dataset_cache):
+    common = ["--num_samples", "0", "--plots", "false", "--save_steps", "4", "--eval_steps", "4"]
+    resumed = tmp_path / "resumed"
+    run_train(["--output_dir", str(resumed), "--max_steps", "4", *common], dataset_cache)
+    second = run_train(["--output_dir", str(resumed), "--max_steps", "8", *common], dataset_cache)
+    assert "Resuming from" in second.stdout + second.stderr
+    straight = tmp_path / "straight"
+    run_train(["--output_dir", str(straight), "--max_steps", "8", *common], dataset_cache)
+    state = json.loads((resumed / "checkpoint-8" / "trainer_state.json").read_text())
+    assert state["global_step"] == 8
+    a, b = load_file(resumed / "model.safetensors"), load_file(straight / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["--model_type", "transformer_xl"], "Unknown model_type 'transformer_xl'"),
+        (["--learning_rat", "1e-3"], "Did you mean learning_rate"),
+        (["--max_length", "512"], "max_position_embeddings (128)"),
+        (["--model_config", '{"hidden_size": 30}'], "hidden_size"),
+    ],
+)
+def test_bad_recipes_fail_before_training(tmp_path, dataset_cache, overrides, message):
+    args = [str(TINY), "--output_dir", str(tmp_path), "--dataset_cache_dir", str(dataset_cache)]
+    with pytest.raises(RecipeError) as error:
+        main([*args, *overrides])
+    assert message in str(error.value)
+    assert not list(tmp_path.glob("checkpoint-*"))
+
+
+def test_unknown_recipe_key_names_the_file(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("model_type: gpt\nnum_layers: 3\n")
+    with pytest.raises(RecipeError, match=r"bad.yaml: unknown key\(s\) \['num_layers'\]"):
+        main([str(recipe)])
+
+
+def test_dataset_without_usable_pieces(tmp_path, broken_midi_paths):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for path in broken_midi_paths:
+        shutil.copy(path, folder / path.name)
+    args = [str(TINY), "--output_dir", str(tmp_path / "out"), "--dataset_name", "midi_folder"]
+    args += ["--data_dir", str(folder), "--dataset_config", "{}"]
+    args += ["--dataset_cache_dir", str(tmp_path / "cache")]
+    with pytest.raises(RecipeError) as error:
+        main(args)
+    assert "midi_folder" in str(error.value) and "no usable pieces" in str(error.value)
