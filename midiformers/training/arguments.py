@@ -8,6 +8,7 @@ Every key of the recipe must be a field of one of the dataclasses below (or of
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 
@@ -138,6 +141,12 @@ ALL_ARGUMENTS = (ModelArguments, DataArguments, TokenizerArguments, MidiTraining
 _DICT_FIELDS = {"model_config", "dataset_config", "tokenizer_options"}
 
 
+def _bf16_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
 def _field_types() -> dict[str, Any]:
     return {f.name: f.type for cls in ALL_ARGUMENTS for f in fields(cls) if f.init}
 
@@ -183,6 +192,11 @@ def parse_recipe(
         RecipeError: unknown key (in the recipe or on the command line), unreadable recipe.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        parser = HfArgumentParser(ALL_ARGUMENTS, prog="train.py")
+        parser.usage = "train.py [recipe.yaml] [--key value ...]"
+        parser.print_help()
+        raise SystemExit(0)
     recipe: Path | None = None
     if argv and not argv[0].startswith("--"):
         recipe = Path(argv.pop(0))
@@ -206,6 +220,9 @@ def parse_recipe(
         values.update(loaded)
     values.update(_cli_overrides(argv))
     parser = HfArgumentParser(ALL_ARGUMENTS)
+    if values.get("bf16") and not _bf16_available():
+        logger.warning("bf16 needs a GPU that supports it; training in float32 on this machine")
+        values["bf16"] = False
     try:
         model_args, data_args, tok_args, train_args = parser.parse_dict(values)
     except (TypeError, ValueError) as error:

@@ -80,7 +80,23 @@ def task_for(model_type: str) -> Task:
 
 
 class MidiTrainer(Trainer):
-    """``Trainer`` that also reports perplexity (``exp(loss)``) with every evaluation."""
+    """``Trainer`` that also reports perplexity (``exp(loss)``) with every evaluation.
+
+    Label smoothing shifts the labels for every causal model: transformers' ``Trainer`` only
+    does so for the causal LMs it ships, and would silently score unshifted tokens here.
+    """
+
+    def __init__(self, *args, causal: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.label_smoother is not None and causal and self.compute_loss_func is None:
+            smoother = self.label_smoother
+
+            def smoothed_causal_loss(outputs, labels, num_items_in_batch=None):
+                return smoother(
+                    outputs, labels, shift_labels=True, num_items_in_batch=num_items_in_batch
+                )
+
+            self.compute_loss_func = smoothed_causal_loss
 
     def evaluation_loop(self, *args, **kwargs):
         output = super().evaluation_loop(*args, **kwargs)
@@ -332,6 +348,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     push_to_hub, train_args.push_to_hub = train_args.push_to_hub, False
     if not torch.cuda.is_available():
         train_args.dataloader_pin_memory = False
+    if task.name == "vae" and train_args.label_smoothing_factor:
+        raise RecipeError(
+            "label_smoothing_factor would replace the VAE's loss (and drop its KL term)"
+        )
     sampler = (
         sample_function(task, tokenizer, train_args) if task.name != "classification" else None
     )
@@ -352,6 +372,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         else causal_lm_metrics,
         preprocess_logits_for_metrics=argmax_logits,
         callbacks=callbacks,
+        causal=task.name == "causal",
     )
     result = trainer.train(resume_from_checkpoint=_resume_checkpoint(train_args))
     metrics = {**result.metrics, **trainer.evaluate()}
