@@ -138,3 +138,23 @@ def test_dataset_without_usable_pieces(tmp_path, broken_midi_paths):
     with pytest.raises(RecipeError) as error:
         main(args)
     assert "midi_folder" in str(error.value) and "no usable pieces" in str(error.value)
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_recipe_describes_a_valid_run(recipe):
+    from transformers import AutoConfig
+
+    from midiformers.data_scripts import get_builder
+    from midiformers.tokenization.presets import PRESETS
+    from midiformers.training.arguments import parse_recipe
+    from midiformers.training.run import resolve_model_type
+
+    model_args, data_args, tok_args, train_args, _ = parse_recipe([str(recipe)])
+    model_type = resolve_model_type(model_args.model_type)
+    config = AutoConfig.for_model(model_type, **(model_args.model_config or {}))
+    positions = getattr(config, "max_position_embeddings", None)
+    assert positions is None or data_args.max_length <= positions
+    assert tok_args.tokenizer_preset in PRESETS
+    get_builder(data_args.dataset_name, **(data_args.dataset_config or {}))
+    assert train_args.output_dir.startswith("outputs/")
+    assert recipe.read_text().startswith("#"), "a recipe says what it reproduces"
