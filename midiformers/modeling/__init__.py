@@ -8,7 +8,9 @@ classes by :func:`register_auto_classes`.
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .configuration_gpt import MidiGPTConfig
+from .configuration_lstm import MidiLSTMConfig
 from .modeling_gpt import MidiGPTForCausalLM, MidiGPTModel
+from .modeling_lstm import MidiLSTMForCausalLM, MidiLSTMModel
 
 __all__ = ["register_auto_classes"]
 
@@ -16,6 +18,8 @@ _CAUSAL_LM: list[tuple[type, type, type]] = []
 """(config class, base model class, causal LM class) per causal architecture."""
 _CAUSAL_LM.append((MidiGPTConfig, MidiGPTModel, MidiGPTForCausalLM))
 __all__ += ["MidiGPTConfig", "MidiGPTModel", "MidiGPTForCausalLM"]
+_CAUSAL_LM.append((MidiLSTMConfig, MidiLSTMModel, MidiLSTMForCausalLM))
+__all__ += ["MidiLSTMConfig", "MidiLSTMModel", "MidiLSTMForCausalLM"]
 
 
 def register_auto_classes() -> None:
