@@ -7,7 +7,6 @@ Every key of the recipe must be a field of one of the dataclasses below (or of
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from dataclasses import dataclass, field, fields
@@ -16,6 +15,7 @@ from typing import Any
 
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
+from transformers.hf_argparser import string_to_bool
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +151,12 @@ def _field_types() -> dict[str, Any]:
     return {f.name: f.type for cls in ALL_ARGUMENTS for f in fields(cls) if f.init}
 
 
-def _cli_overrides(argv: list[str]) -> dict[str, Any]:
-    """``--key value`` / ``--key=value`` / ``--flag`` pairs, values parsed as YAML scalars."""
+def _cli_overrides(argv: list[str], parser: HfArgumentParser) -> dict[str, Any]:
+    """``--key value`` / ``--key=value`` / ``--flag`` pairs, each converted by its field's type.
+
+    Keys must be spelled out (no argparse abbreviations); dict fields take JSON or YAML.
+    """
+    actions = {option: action for action in parser._actions for option in action.option_strings}
     known = _field_types()
     overrides: dict[str, Any] = {}
     index = 0
@@ -160,19 +164,33 @@ def _cli_overrides(argv: list[str]) -> dict[str, Any]:
         item = argv[index]
         if not item.startswith("--"):
             raise RecipeError(f"Unexpected argument {item!r}: overrides look like --key value")
-        key, _, value = item[2:].partition("=")
+        key, has_value, value = item[2:].replace("-", "_").partition("=")
         if key not in known:
             raise RecipeError(f"Unknown argument --{key}. {_suggest(key, known)}")
-        if not _:
+        if not has_value:
             next_is_value = index + 1 < len(argv) and not argv[index + 1].startswith("--")
-            value = argv[index + 1] if next_is_value else "true"
+            value = argv[index + 1] if next_is_value else None
             index += 1 if next_is_value else 0
-        parsed = yaml.safe_load(value) if value != "" else ""
-        if key in _DICT_FIELDS and isinstance(parsed, str):
-            parsed = json.loads(parsed)
-        overrides[key] = parsed
+        overrides[key] = _convert(key, value, actions.get(f"--{key}"))
         index += 1
     return overrides
+
+
+def _convert(key: str, value: str | None, action) -> Any:
+    if key in _DICT_FIELDS:
+        return yaml.safe_load(value) if value else None
+    if value is None:
+        if action is not None and action.const is not None:
+            return action.const
+        if action is not None and action.type is string_to_bool:
+            return True
+        raise RecipeError(f"--{key} needs a value")
+    if action is None or action.type is None:
+        return value
+    try:
+        return action.type(value)
+    except (TypeError, ValueError) as error:
+        raise RecipeError(f"--{key}: invalid value {value!r} ({error})") from error
 
 
 def _suggest(key: str, known: dict[str, Any]) -> str:
@@ -218,8 +236,8 @@ def parse_recipe(
             hints = " ".join(_suggest(key, known) for key in unknown)
             raise RecipeError(f"Recipe {recipe}: unknown key(s) {unknown}. {hints}")
         values.update(loaded)
-    values.update(_cli_overrides(argv))
     parser = HfArgumentParser(ALL_ARGUMENTS)
+    values.update(_cli_overrides(argv, parser))
     if values.get("bf16") and not _bf16_available():
         logger.warning("bf16 needs a GPU that supports it; training in float32 on this machine")
         values["bf16"] = False
