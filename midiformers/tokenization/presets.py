@@ -71,6 +71,7 @@ PRESETS: dict[str, MidiPreset] = {
             "program_changes": True,
             "use_velocities": False,
             "use_tempos": True,
+            "use_time_signatures": False,
             "beat_res": {(0, 10): 10},
         },
         "The event scheme of the LSTM study (NOTE_ON_p / NOTE_OFF_p / TIME_SHIFT_k with "
@@ -83,7 +84,8 @@ PRESETS: dict[str, MidiPreset] = {
         "exactly 50 ms at 120 bpm; at tempo T the step is 6000/T ms (62.5 ms at 96 bpm, "
         "40 ms at 150 bpm). Tempo tokens (32 bins, 40-250 bpm) keep the decoded timing in "
         "seconds close to the original; pass use_tempos=False for pure study-style events "
-        "(everything then decodes at 120 bpm).",
+        "(everything then decodes at 120 bpm). No time-signature tokens: beats are quarter "
+        "notes and files decode in 4/4.",
     ),
     "structured": MidiPreset(
         "Structured",

@@ -68,7 +68,10 @@ class DecodeReport:
 
 
 def _is_id_sequence(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and all(isinstance(v, numbers.Integral) for v in value)
+    # int first: the numbers.Integral ABC check alone is ~20x slower per element.
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(v, (int, numbers.Integral)) for v in value
+    )
 
 
 def _source_name(source: Any) -> str:
@@ -336,7 +339,7 @@ class MidiTokenizer(PreTrainedTokenizer):
             "return_length": return_length,
             "verbose": verbose,
         }
-        if not isinstance(text, (list, tuple)) or _is_id_sequence(text) and len(text) > 0:
+        if not isinstance(text, (list, tuple)) or (len(text) > 0 and _is_id_sequence(text)):
             return self.prepare_for_model(
                 self._ids_of(text),
                 padding=padding_strategy.value,
@@ -395,7 +398,10 @@ class MidiTokenizer(PreTrainedTokenizer):
         size = len(self._id_to_token)
         kept = [i for i in ids if 0 <= i < size and i not in self._special_ids]
         num_special = sum(1 for i in ids if i in self._special_ids)
-        sequence = TokSequence(ids=kept, are_ids_encoded=self.miditok.is_trained)
+        if self.miditok.is_trained:  # BPE ids must be marked, or miditok decodes 0 notes
+            sequence = TokSequence(ids=kept, are_ids_encoded=True)
+        else:  # give the token strings too: miditok's own id lookup is slower
+            sequence = TokSequence(ids=kept, tokens=[self._id_to_token[i] for i in kept])
         score = self.miditok.decode(sequence)
         report = DecodeReport(
             len(ids), num_special, len(ids) - len(kept) - num_special, score.note_num()
