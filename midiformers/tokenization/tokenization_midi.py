@@ -387,12 +387,15 @@ class MidiTokenizer(PreTrainedTokenizer):
             raise ValueError("to_score / to_midi decode one sequence of token ids (1-D).")
         return [int(i) for i in token_ids]
 
-    def to_score(self, token_ids: Any, return_report: bool = False):
+    def to_score(
+        self, token_ids: Any, return_report: bool = False
+    ) -> ScoreTick | tuple[ScoreTick, DecodeReport]:
         """Decode one sequence of ids into a ``symusic.Score`` (ticks at miditok's resolution).
 
         Special tokens (PAD/BOS/EOS/MASK) and ids outside the vocabulary are removed first;
         decoding never fails on them. The counts are in the :class:`DecodeReport` returned
-        with ``return_report=True`` and kept in ``self.last_decode_report``.
+        with ``return_report=True`` (the thread-safe way) and kept in
+        ``self.last_decode_report`` until the next call.
         """
         ids = self._as_id_list(token_ids)
         size = len(self._id_to_token)
