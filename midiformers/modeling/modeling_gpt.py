@@ -103,11 +103,12 @@ class MidiGPTModel(MidiGPTPreTrainedModel):
     ) -> None:
         """Fail clearly when an absolute position falls outside the learned table.
 
-        The exact (synchronising) check runs only when positions were passed in or the sequence
-        is longer than the table; otherwise positions derived from the mask are in range.
+        Positions derived from the mask never exceed ``total_length - 1``, so the exact check
+        (a device synchronisation on GPUs) runs only when the sequence is longer than the table,
+        or when positions were passed in and live on the CPU, where the check is free.
         """
         limit = self.config.max_position_embeddings
-        if not given and total_length <= limit:
+        if total_length <= limit and not (given and position_ids.device.type == "cpu"):
             return
         largest = int(position_ids.max())
         if largest >= limit:
