@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import tempfile
 import time
 import warnings
-from importlib.metadata import version
 from pathlib import Path
 
 import miditok
@@ -27,6 +24,11 @@ from tqdm.auto import tqdm
 
 from midiformers import MidiTokenizer
 from midiformers.tokenization import PRESETS
+
+try:
+    from _common import machine_description
+except ImportError:  # run from another folder
+    from benchmarks._common import machine_description
 
 logger = logging.getLogger("bench_tokenizer")
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "midi" / "valid"
@@ -54,16 +56,6 @@ def chorale_files(limit: int, folder: Path) -> list[Path]:
             paths.append(target)
             progress.update()
     return paths
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def encode_bare(tokenizer: miditok.MusicTokenizer, path: Path) -> int:
@@ -115,11 +107,7 @@ def main() -> None:
         best = per_file_best(paths, runs, args.repeats)
 
     reference_seconds = best["miditok (bare `encode`)"][0]
-    print(
-        f"\nMachine: {cpu_model()}, {os.cpu_count()} logical cores; Python "
-        f"{platform.python_version()}, miditok {version('miditok')}, "
-        f"transformers {transformers.__version__}"
-    )
+    print("\n" + machine_description())
     print(
         f"Data: {len(paths)} MIDI files ({len(fixtures)} fixtures + {len(chorales)} Bach "
         f"chorales), preset `{args.preset}`, best CPU time of {args.repeats} runs per file; "
