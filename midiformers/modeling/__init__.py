@@ -9,8 +9,10 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .configuration_gpt import MidiGPTConfig
 from .configuration_lstm import MidiLSTMConfig
+from .configuration_music_transformer import MusicTransformerConfig
 from .modeling_gpt import MidiGPTForCausalLM, MidiGPTModel
 from .modeling_lstm import MidiLSTMForCausalLM, MidiLSTMModel
+from .modeling_music_transformer import MusicTransformerForCausalLM, MusicTransformerModel
 
 __all__ = ["register_auto_classes"]
 
@@ -18,6 +20,8 @@ _CAUSAL_LM: list[tuple[type, type, type]] = []
 """(config class, base model class, causal LM class) per causal architecture."""
 _CAUSAL_LM.append((MidiGPTConfig, MidiGPTModel, MidiGPTForCausalLM))
 __all__ += ["MidiGPTConfig", "MidiGPTModel", "MidiGPTForCausalLM"]
+_CAUSAL_LM.append((MusicTransformerConfig, MusicTransformerModel, MusicTransformerForCausalLM))
+__all__ += ["MusicTransformerConfig", "MusicTransformerModel", "MusicTransformerForCausalLM"]
 _CAUSAL_LM.append((MidiLSTMConfig, MidiLSTMModel, MidiLSTMForCausalLM))
 __all__ += ["MidiLSTMConfig", "MidiLSTMModel", "MidiLSTMForCausalLM"]
 
