@@ -244,7 +244,9 @@ def test_pop909_reads_extracted_folder_and_reports_skips(pop909_zip, tmp_path):
     builder.download_and_prepare()
     assert sum(split.num_examples for split in builder.info.splits.values()) == 9
     skipped = builder.skipped_files()
-    assert [item["name"] for item in skipped] == ["007"]
+    assert [item["name"] for item in skipped] == [
+        f"POP909-Dataset-{pop909.COMMIT}/POP909/007/007.mid"
+    ]
     assert "empty" in skipped[0]["reason"]
 
 
@@ -373,3 +375,30 @@ def test_maestro_skips_missing_files_and_checks_inputs(maestro_zip, tmp_path):
         archive.writestr("maestro-v3.0.0/2004/a.midi", b"")
     with pytest.raises(ValueError, match=r"maestro-v3\.0\.0\.csv not found in .*no_csv\.zip"):
         load_midi_dataset("maestro", cache_dir=str(tmp_path), source=str(no_csv), sha256=None)
+
+
+def test_maestro_survives_a_corrupt_archive_member(tmp_path, valid_midi_paths):
+    path = tmp_path / maestro.FILE_NAME
+    rows = "canonical_composer,canonical_title,split,year,midi_filename,audio_filename,duration\n"
+    payloads = {}
+    for index, name in enumerate(["2004/good.midi", "2004/bad.midi"]):
+        rows += f"Franz Liszt,Piece {index},train,2004,{name},{name[:-5]}.wav,1.0\n"
+        payloads[name] = valid_midi_paths[index].read_bytes()
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("maestro-v3.0.0/maestro-v3.0.0.csv", rows)
+        for name, data in payloads.items():
+            archive.writestr("maestro-v3.0.0/" + name, data)
+    # Flip bytes inside the stored data of bad.midi: its CRC no longer matches.
+    raw = bytearray(path.read_bytes())
+    start = raw.index(payloads["2004/bad.midi"]) + 100
+    raw[start : start + 8] = bytes(8)
+    path.write_bytes(bytes(raw))
+    from midiformers.data_scripts import get_builder
+
+    builder = get_builder(
+        "maestro", cache_dir=str(tmp_path / "cache"), source=str(path), sha256=None
+    )
+    builder.download_and_prepare()
+    assert builder.as_dataset(split="train")["title"] == ["Piece 0"]
+    [skipped] = builder.skipped_files()
+    assert skipped["name"] == "2004/bad.midi" and "CRC" in skipped["reason"]

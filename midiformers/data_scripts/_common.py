@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import random
+import sys
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -159,14 +160,27 @@ def _check_ratios(validation_ratio: float, test_ratio: float) -> None:
 
 
 def source_hash(cls: type) -> str:
-    """A hash of the builder's code, so that a changed builder does not reuse an old cache."""
+    """A hash of the code that shapes a build (the builder's module, its base classes and the
+    private helper modules it imports), so that a changed builder does not reuse an old cache."""
     from .. import __version__
 
-    sources = [__version__]
-    for klass in cls.__mro__:
-        module = inspect.getmodule(klass)
-        if module is not None and module.__name__.startswith("midiformers."):
-            sources.append(inspect.getsource(module))
+    modules = [inspect.getmodule(klass) for klass in cls.__mro__]
+    builder_module = inspect.getmodule(cls)
+    modules += [
+        value
+        for value in vars(builder_module).values()
+        if inspect.ismodule(value) and value.__name__.startswith(__package__ + "._")
+    ]
+    modules += [
+        sys.modules[obj.__module__]
+        for obj in vars(builder_module).values()
+        if getattr(obj, "__module__", "").startswith(__package__ + "._")
+    ]
+    sources = [__version__] + [
+        inspect.getsource(module)
+        for module in modules
+        if module is not None and module.__name__.startswith("midiformers.")
+    ]
     return hashlib.sha256("\n".join(dict.fromkeys(sources)).encode()).hexdigest()[:16]
 
 
@@ -182,14 +196,20 @@ class MidiDatasetBuilder(datasets.GeneratorBasedBuilder):
         kwargs.setdefault("hash", source_hash(type(self)))
         super().__init__(*args, **kwargs)
 
-    def _make_example(self, example_id: str, data: bytes, **metadata: Any) -> dict | None:
-        """Validate and measure one MIDI file; ``None`` (recorded as skipped) if unusable."""
+    def _make_example(
+        self, example_id: str, data: bytes, source_name: str | None = None, **metadata: Any
+    ) -> dict | None:
+        """Validate and measure one MIDI file; ``None`` (recorded as skipped) if unusable.
+
+        ``source_name`` (default: the id) is how the file is named if it is skipped.
+        """
         from ..tokenization import MidiFileError
 
+        name = source_name or example_id
         try:
-            stats = inspect_midi(data, example_id)
+            stats = inspect_midi(data, name)
         except MidiFileError as error:
-            self._record_skip(example_id, error.reason)
+            self._record_skip(name, error.reason)
             return None
         return {
             "id": example_id,
@@ -202,11 +222,22 @@ class MidiDatasetBuilder(datasets.GeneratorBasedBuilder):
     def _record_skip(self, name: str, reason: str) -> None:
         """Log a skipped source file and append it to the build's skip record."""
         logger.warning("%s: skipping %s: %s", self.name, name, reason)
+        if not os.path.isdir(self._output_dir):  # e.g. streaming: nothing is being built
+            return
         path = os.path.join(self._output_dir, SKIPPED_FILE_NAME)
         line = json.dumps({"name": name, "reason": reason}, ensure_ascii=False) + "\n"
         # One short append per line: safe when several worker processes build shards.
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(line)
+
+    def _prepare_split(self, split_generator: datasets.SplitGenerator, **kwargs: Any):
+        # Give the "Generating <split> split" progress bar a total: the number of source
+        # files (the one list argument of each builder's generator). datasets replaces it
+        # with the number of examples written once the split is done.
+        sizes = [len(v) for v in split_generator.gen_kwargs.values() if isinstance(v, list)]
+        if sizes and not split_generator.split_info.num_examples:
+            split_generator.split_info.num_examples = sizes[0]
+        return super()._prepare_split(split_generator, **kwargs)
 
     def _download_and_prepare(self, dl_manager, verification_mode, **prepare_split_kwargs):
         super()._download_and_prepare(dl_manager, verification_mode, **prepare_split_kwargs)

@@ -120,6 +120,7 @@ class BachChorales(MidiDatasetBuilder):
             example = self._make_example(
                 example_id,
                 data,
+                source_name=path,
                 composer=COMPOSER,
                 title=entry["title"],
                 bwv=bwv,

@@ -274,9 +274,13 @@ class Maestro(MidiDatasetBuilder):
         except (KeyError, FileNotFoundError):
             self._record_skip(name, "listed in the CSV but missing from the archive")
             return None
+        except (OSError, zipfile.BadZipFile) as error:  # e.g. a bad CRC in one member
+            self._record_skip(name, f"cannot be read from the archive ({error})")
+            return None
         return self._make_example(
             os.path.splitext(name)[0],
             data,
+            source_name=name,
             composer=composer,
             title=row["canonical_title"],
             year=int(row["year"]) if row["year"].strip().isdigit() else -1,

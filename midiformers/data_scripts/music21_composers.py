@@ -160,7 +160,11 @@ class Music21Composers(MidiDatasetBuilder):
                 self._record_skip(path, error.reason)
                 continue
             example = self._make_example(
-                example_id, data, composer=COMPOSER_FOLDERS[folder], source_path=path
+                example_id,
+                data,
+                source_name=path,
+                composer=COMPOSER_FOLDERS[folder],
+                source_path=path,
             )
             if example is not None:
                 yield example_id, example

@@ -252,7 +252,11 @@ class Pop909(MidiDatasetBuilder):
     def _examples(self, corpus: _Corpus, files: list[tuple[str, str, str]], index: dict):
         for song, member, version in files:
             example_id = version or song
-            data = corpus.read(member)
+            try:
+                data = corpus.read(member)
+            except (OSError, zipfile.BadZipFile) as error:  # e.g. a bad CRC in one member
+                self._record_skip(member, f"cannot be read from the archive ({error})")
+                continue
             if self.config.tracks is not None:
                 from ..tokenization import MidiFileError
 
@@ -265,6 +269,7 @@ class Pop909(MidiDatasetBuilder):
             example = self._make_example(
                 example_id,
                 data,
+                source_name=member,
                 song_id=song,
                 version=version,
                 name=info.get("name", ""),
