@@ -7,9 +7,11 @@ classes by :func:`register_auto_classes`.
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from .configuration_conformer import MidiConformerConfig
 from .configuration_gpt import MidiGPTConfig
 from .configuration_lstm import MidiLSTMConfig
 from .configuration_music_transformer import MusicTransformerConfig
+from .modeling_conformer import MidiConformerForCausalLM, MidiConformerModel
 from .modeling_gpt import MidiGPTForCausalLM, MidiGPTModel
 from .modeling_lstm import MidiLSTMForCausalLM, MidiLSTMModel
 from .modeling_music_transformer import MusicTransformerForCausalLM, MusicTransformerModel
@@ -20,6 +22,8 @@ _CAUSAL_LM: list[tuple[type, type, type]] = []
 """(config class, base model class, causal LM class) per causal architecture."""
 _CAUSAL_LM.append((MidiGPTConfig, MidiGPTModel, MidiGPTForCausalLM))
 __all__ += ["MidiGPTConfig", "MidiGPTModel", "MidiGPTForCausalLM"]
+_CAUSAL_LM.append((MidiConformerConfig, MidiConformerModel, MidiConformerForCausalLM))
+__all__ += ["MidiConformerConfig", "MidiConformerModel", "MidiConformerForCausalLM"]
 _CAUSAL_LM.append((MusicTransformerConfig, MusicTransformerModel, MusicTransformerForCausalLM))
 __all__ += ["MusicTransformerConfig", "MusicTransformerModel", "MusicTransformerForCausalLM"]
 _CAUSAL_LM.append((MidiLSTMConfig, MidiLSTMModel, MidiLSTMForCausalLM))
