@@ -102,6 +102,14 @@ class ModelTesterMixin:
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "pad_token_id"):
             assert hasattr(config, name), name
 
+    def test_config_field_types_are_checked(self):
+        # @strict only checks types when annotations are real objects: a config module with
+        # `from __future__ import annotations` silently accepts these.
+        for field, value in (("hidden_size", "wide"), ("use_cache", "yes")):
+            with pytest.raises(Exception) as info:
+                self.get_config(**{field: value})
+            assert field in str(info.value), (field, str(info.value))
+
     def test_invalid_configs_name_the_field(self):
         for kwargs, field in self.invalid_configs:
             with pytest.raises(Exception) as info:
