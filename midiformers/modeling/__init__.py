@@ -5,16 +5,21 @@ are imported here and registered with ``AutoConfig``, ``AutoModel`` and the task
 classes by :func:`register_auto_classes`.
 """
 
+import transformers
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .configuration_conformer import MidiConformerConfig
 from .configuration_gpt import MidiGPTConfig
+from .configuration_gru import MidiGRUConfig
 from .configuration_lstm import MidiLSTMConfig
 from .configuration_music_transformer import MusicTransformerConfig
+from .configuration_vae import MidiVAEConfig
 from .modeling_conformer import MidiConformerForCausalLM, MidiConformerModel
 from .modeling_gpt import MidiGPTForCausalLM, MidiGPTModel
+from .modeling_gru import MidiGRUForSequenceClassification, MidiGRUModel
 from .modeling_lstm import MidiLSTMForCausalLM, MidiLSTMModel
 from .modeling_music_transformer import MusicTransformerForCausalLM, MusicTransformerModel
+from .modeling_vae import MidiVAEForConditionalGeneration, MidiVAEModel
 
 __all__ = ["register_auto_classes"]
 
@@ -29,6 +34,19 @@ __all__ += ["MusicTransformerConfig", "MusicTransformerModel", "MusicTransformer
 _CAUSAL_LM.append((MidiLSTMConfig, MidiLSTMModel, MidiLSTMForCausalLM))
 __all__ += ["MidiLSTMConfig", "MidiLSTMModel", "MidiLSTMForCausalLM"]
 
+_OTHER_MODELS: list[tuple[str, type, type]] = []
+"""(Auto class name, config class, model class) for the architectures that are not plain causal LMs."""
+_OTHER_MODELS.append(("AutoModel", MidiGRUConfig, MidiGRUModel))
+_OTHER_MODELS.append(
+    ("AutoModelForSequenceClassification", MidiGRUConfig, MidiGRUForSequenceClassification)
+)
+__all__ += ["MidiGRUConfig", "MidiGRUModel", "MidiGRUForSequenceClassification"]
+# The VAE's decoder is a causal LM over the same tokens (forward(input_ids, labels) and
+# generate(prompt) behave as for the causal models), so it loads with AutoModelForCausalLM.
+_OTHER_MODELS.append(("AutoModel", MidiVAEConfig, MidiVAEModel))
+_OTHER_MODELS.append(("AutoModelForCausalLM", MidiVAEConfig, MidiVAEForConditionalGeneration))
+__all__ += ["MidiVAEConfig", "MidiVAEModel", "MidiVAEForConditionalGeneration"]
+
 
 def register_auto_classes() -> None:
     """Register every midiformers architecture with the transformers Auto classes."""
@@ -40,3 +58,8 @@ def register_auto_classes() -> None:
         config_class.register_for_auto_class()
         base_class.register_for_auto_class("AutoModel")
         lm_class.register_for_auto_class("AutoModelForCausalLM")
+    for auto_name, config_class, model_class in _OTHER_MODELS:
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        getattr(transformers, auto_name).register(config_class, model_class, exist_ok=True)
+        config_class.register_for_auto_class()
+        model_class.register_for_auto_class(auto_name)
