@@ -174,7 +174,7 @@ def source_hash(cls: type) -> str:
     modules += [
         sys.modules[obj.__module__]
         for obj in vars(builder_module).values()
-        if getattr(obj, "__module__", "").startswith(__package__ + "._")
+        if (getattr(obj, "__module__", None) or "").startswith(__package__ + "._")
     ]
     sources = [__version__] + [
         inspect.getsource(module)
