@@ -57,6 +57,13 @@ class TestMidiGRU(ModelTesterMixin):
         ids[0, : length // 3] = PAD
         return {"input_ids": ids, "attention_mask": mask, "labels": torch.arange(batch) % 3}
 
+    def test_config_field_types_are_checked(self):
+        """The shared check with a boolean field the classifier has (it has no `use_cache`)."""
+        for field, value in (("hidden_size", "wide"), ("bidirectional", "yes")):
+            with pytest.raises(Exception) as info:
+                self.get_config(**{field: value})
+            assert field in str(info.value), (field, str(info.value))
+
     # ---------------------------------------------------------------- GRU specific
 
     @pytest.mark.parametrize("pooling", ["mean", "max", "last"])

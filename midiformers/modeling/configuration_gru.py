@@ -1,7 +1,5 @@
 """Configuration of MidiGRU, a recurrent sequence classifier over MIDI tokens (e.g. composers)."""
 
-from __future__ import annotations
-
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 

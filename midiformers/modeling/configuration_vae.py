@@ -1,7 +1,5 @@
 """Configuration of MidiVAE, a composer-conditioned Transformer VAE over MIDI tokens."""
 
-from __future__ import annotations
-
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
