@@ -1,6 +1,8 @@
-"""Configuration of the causal Conformer-lite MIDI language model."""
+"""Configuration of the causal Conformer-lite MIDI language model.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: ``@strict`` checks field types only when the
+annotations are real objects.
+"""
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig

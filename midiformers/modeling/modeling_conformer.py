@@ -38,7 +38,7 @@ class MidiConformerConvModule(nn.Module):
     """Causal Conformer convolution module.
 
     LayerNorm -> pointwise (2·hidden) + GLU -> causal depthwise conv -> LayerNorm -> Swish ->
-    pointwise -> dropout. The paper's BatchNorm would mix statistics over time (and over the
+    pointwise (the block applies the dropout on this residual branch). The paper's BatchNorm would mix statistics over time (and over the
     batch), leaking future frames into the past; a LayerNorm over channels normalises every
     frame on its own, so it is causal and identical in training and generation.
     """
@@ -56,7 +56,6 @@ class MidiConformerConvModule(nn.Module):
         self.depthwise_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
         self.act = ACT2FN["silu"]
         self.pointwise_out = nn.Linear(hidden_size, hidden_size)
-        self.dropout = nn.Dropout(config.hidden_dropout)
 
     def _depthwise(self, frames: torch.Tensor, length: int) -> torch.Tensor:
         """Depthwise conv of ``(batch, hidden, length + K - 1)`` frames into ``length`` outputs.
@@ -95,7 +94,7 @@ class MidiConformerConvModule(nn.Module):
         frames = frames[..., -window:]
         frames = self._depthwise(frames, length).transpose(1, 2)
         frames = self.act(self.depthwise_norm(frames))
-        return self.dropout(self.pointwise_out(frames))
+        return self.pointwise_out(frames)
 
 
 class MidiConformerBlock(GradientCheckpointingLayer):
@@ -122,6 +121,10 @@ class MidiConformerBlock(GradientCheckpointingLayer):
         self.final_norm = nn.LayerNorm(hidden_size, eps=eps)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
+    def _dropout(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Residual-branch dropout, skipped outright at inference (cheaper per decode step)."""
+        return self.dropout(hidden_states) if self.training else hidden_states
+
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -131,16 +134,16 @@ class MidiConformerBlock(GradientCheckpointingLayer):
         cache: Cache | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        half_step = self.dropout(self.ffn_in(self.ffn_in_norm(hidden_states)))
+        half_step = self._dropout(self.ffn_in(self.ffn_in_norm(hidden_states)))
         hidden_states = hidden_states.add(half_step, alpha=0.5)
         rotary = {"position_embeddings": position_embeddings} if self.use_rotary else {}
         attended = self.self_attn(
             self.attn_norm(hidden_states), attention_mask=attention_mask, cache=cache, **rotary
         )
-        hidden_states = hidden_states + self.dropout(attended)
+        hidden_states = hidden_states + self._dropout(attended)
         convolved = self.conv_module(hidden_states, padding_mask=padding_mask, cache=cache)
-        hidden_states = hidden_states + self.dropout(convolved)
-        half_step = self.dropout(self.ffn_out(self.ffn_out_norm(hidden_states)))
+        hidden_states = hidden_states + self._dropout(convolved)
+        half_step = self._dropout(self.ffn_out(self.ffn_out_norm(hidden_states)))
         hidden_states = hidden_states.add(half_step, alpha=0.5)
         return self.final_norm(hidden_states)
 
