@@ -9,6 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+
+# The models under test are tiny: with several OpenMP threads their many small ops spend
+# more time synchronising than computing (10-300x slower on a busy 2-core runner).
+torch.set_num_threads(1)
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 MIDI_DIR = FIXTURES_DIR / "midi"
@@ -54,3 +59,29 @@ def midi_tokenizer():
     from midiformers import MidiTokenizer
 
     return MidiTokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, midi_tokenizer) -> Path:
+    """A saved tiny random GPT with the default tokenizer (as ``train.py`` leaves a model)."""
+    import torch
+
+    from midiformers import MidiGPTConfig, MidiGPTForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-gpt")
+    config = MidiGPTConfig(
+        vocab_size=len(midi_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        position_embedding_type="rotary",
+        pad_token_id=midi_tokenizer.pad_token_id,
+        bos_token_id=midi_tokenizer.bos_token_id,
+        eos_token_id=midi_tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    MidiGPTForCausalLM(config).save_pretrained(folder)
+    midi_tokenizer.save_pretrained(folder)
+    return folder
