@@ -37,6 +37,7 @@ __all__ = [
     "generate_pieces",
     "markdown_report",
     "musical_metrics",
+    "sample_and_score",
     "token_metrics",
 ]
 
@@ -293,7 +294,7 @@ def _piece_ids(tokenizer: Any, pieces: Any) -> list[list[int]]:
     encoded = []
     for example in tqdm(pieces, desc="tokenizing pieces", unit="piece", leave=False):
         try:
-            encoded.append(tokenizer(example["midi"])["input_ids"])
+            encoded.append(tokenizer(example["midi"], verbose=False)["input_ids"])
         except MidiFileError as error:
             logger.warning("Skipping %s: %s", example.get("id", "a piece"), error.reason)
     return encoded
@@ -331,6 +332,68 @@ def _check_positions(model: Any, settings: EvaluationSettings) -> None:
         settings.max_length = positions
 
 
+def sample_and_score(
+    model: Any,
+    tokenizer: Any,
+    pieces: Any,
+    settings: EvaluationSettings | None = None,
+    samples_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Generate continuations of primers from ``pieces`` and free samples, and score the music.
+
+    Returns ``generation`` (counts, speed), ``per_set`` (every piece metric on every set of
+    :data:`PIECE_SETS`) and ``overlapping_area`` (each generated set against its real one).
+    """
+    from transformers import set_seed
+
+    settings = settings or EvaluationSettings()
+    settings.check()
+    _check_positions(model, settings)
+    encoded = _piece_ids(tokenizer, pieces)
+    sources = _primer_pieces(encoded, settings)
+    chosen = [sources[i % len(sources)] for i in range(settings.num_samples)]
+    primers = [ids[: settings.primer_tokens] for ids in chosen]
+    grammar = _grammar_for(tokenizer) if settings.grammar else None
+    set_seed(settings.seed)
+    continued = generate_pieces(model, tokenizer, primers, settings, grammar, "continuations")
+    bos = [[tokenizer.bos_token_id]] * settings.num_samples
+    free = generate_pieces(model, tokenizer, bos, settings, grammar, "free samples")
+
+    primer, end = settings.primer_tokens, settings.primer_tokens + settings.max_new_tokens
+    sets = {
+        "reference_pieces": [example["midi"] for example in pieces],
+        "reference_openings": [
+            tokenizer.to_score(ids[: 1 + settings.max_new_tokens]) for ids in sources
+        ],
+        "free_samples": [
+            tokenizer.to_score([tokenizer.bos_token_id, *ids]) for ids in free.new_ids
+        ],
+        "reference_continuations": [
+            decode_excerpt(tokenizer, ids[:primer], ids[primer:end]) for ids in sources
+        ],
+        "continuations": [
+            decode_excerpt(tokenizer, prompt, ids)
+            for prompt, ids in zip(primers, continued.new_ids, strict=True)
+        ],
+    }
+    if samples_dir is not None:
+        _write_samples(sets, Path(samples_dir))
+    generated = len(continued.new_ids) + len(free.new_ids)
+    report: dict[str, Any] = {
+        "generation": {
+            "grammar_constrained": continued.grammar,
+            "tokens_per_second": (continued.num_tokens + free.num_tokens)
+            / (continued.seconds + free.seconds),
+            "num_continuations": len(continued.new_ids),
+            "num_free_samples": len(free.new_ids),
+            "mean_new_tokens": (continued.num_tokens + free.num_tokens) / generated,
+            "num_primer_pieces": len(sources),
+        }
+    }
+    report.update(musical_metrics(sets, COMPARISONS))
+    return report
+
+
 def evaluate_model(
     model: Any,
     tokenizer: Any,
@@ -358,50 +421,7 @@ def evaluate_model(
     set_seed(settings.seed)
     report: dict[str, Any] = {"settings": asdict(settings), "num_pieces": len(pieces)}
     report["token_metrics"] = token_metrics(model, tokenizer, pieces, settings)
-
-    encoded = _piece_ids(tokenizer, pieces)
-    sources = _primer_pieces(encoded, settings)
-    chosen = [sources[i % len(sources)] for i in range(settings.num_samples)]
-    primers = [ids[: settings.primer_tokens] for ids in chosen]
-    grammar = _grammar_for(tokenizer) if settings.grammar else None
-    set_seed(settings.seed)
-    continued = generate_pieces(model, tokenizer, primers, settings, grammar, "continuations")
-    bos = [[tokenizer.bos_token_id]] * settings.num_samples
-    free = generate_pieces(model, tokenizer, bos, settings, grammar, "free samples")
-
-    end = settings.primer_tokens + settings.max_new_tokens
-    sets = {
-        "reference_pieces": [example["midi"] for example in pieces],
-        "reference_openings": [
-            tokenizer.to_score(ids[: 1 + settings.max_new_tokens]) for ids in sources
-        ],
-        "free_samples": [
-            tokenizer.to_score([tokenizer.bos_token_id, *ids]) for ids in free.new_ids
-        ],
-        "reference_continuations": [
-            decode_excerpt(
-                tokenizer, ids[: settings.primer_tokens], ids[settings.primer_tokens : end]
-            )
-            for ids in sources
-        ],
-        "continuations": [
-            decode_excerpt(tokenizer, primer, ids)
-            for primer, ids in zip(primers, continued.new_ids, strict=True)
-        ],
-    }
-    if samples_dir is not None:
-        _write_samples(sets, Path(samples_dir))
-    report["generation"] = {
-        "grammar_constrained": continued.grammar,
-        "tokens_per_second": (continued.num_tokens + free.num_tokens)
-        / (continued.seconds + free.seconds),
-        "num_continuations": len(continued.new_ids),
-        "num_free_samples": len(free.new_ids),
-        "mean_new_tokens": (continued.num_tokens + free.num_tokens)
-        / (len(continued.new_ids) + len(free.new_ids)),
-        "num_primer_pieces": len(sources),
-    }
-    report.update(musical_metrics(sets, COMPARISONS))
+    report.update(sample_and_score(model, tokenizer, pieces, settings, samples_dir))
     return report
 
 
