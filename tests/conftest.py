@@ -64,8 +64,6 @@ def midi_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, midi_tokenizer) -> Path:
     """A saved tiny random GPT with the default tokenizer (as ``train.py`` leaves a model)."""
-    import torch
-
     from midiformers import MidiGPTConfig, MidiGPTForCausalLM
 
     folder = tmp_path_factory.mktemp("tiny-gpt")
