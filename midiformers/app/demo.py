@@ -1,0 +1,312 @@
+"""The Gradio demo: pick a model, optionally upload a primer, generate, listen and look.
+
+:func:`create_demo` builds the ``gr.Blocks``; ``app.py`` (the repository's and every Space's)
+only parses the command line and launches it, so tests and Spaces run the same page.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..audio import AudioUnavailableError, audio_problem, piano_roll, render_audio
+from ..tokenization import MidiFileError, load_score
+from .models import ModelEntry, resolve_models
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+MAX_PRIMER_BYTES = 1024 * 1024
+"""Largest primer accepted (1 MiB): a primer is a few bars, and a huge file would only keep
+the CPU busy tokenizing it."""
+MAX_NEW_TOKENS = 1024
+DEFAULT_CONCURRENCY = 1
+"""Generations running at once; more visitors wait in the queue instead of sharing the CPU."""
+MAX_QUEUE = 16
+KEEP_RESULTS_S = 3600
+
+
+@dataclass
+class GenerationResult:
+    """What one click produces, in the order of the demo's outputs."""
+
+    status: str
+    audio: tuple[int, np.ndarray] | None = None
+    piano_roll: np.ndarray | None = None
+    midi_path: str | None = None
+    num_tokens: int | None = None
+    seconds: float | None = None
+
+    def as_outputs(self) -> tuple:
+        return (
+            self.status,
+            self.audio,
+            self.piano_roll,
+            self.midi_path,
+            self.num_tokens,
+            self.seconds,
+        )
+
+
+class Generator:
+    """The demo's generate function: validates input, runs the pipeline, renders the outputs."""
+
+    def __init__(self, entries: list[ModelEntry], output_dir: Path, audio_off: str | None = None):
+        self.entries = {entry.label: entry for entry in entries}
+        self.output_dir = output_dir
+        self.audio_off = audio_off if audio_off is not None else audio_problem()
+
+    def __call__(
+        self,
+        model_label: str | None,
+        composer: str | None,
+        primer: str | None,
+        temperature: float,
+        top_k: float,
+        top_p: float,
+        max_new_tokens: float,
+        seed: float | None,
+        grammar: bool,
+    ) -> tuple:
+        entry = self.entries.get(model_label or "")
+        if entry is None:
+            return GenerationResult(_no_model_message(model_label, list(self.entries))).as_outputs()
+        try:
+            primer_score = self._load_primer(primer)
+        except MidiFileError as error:
+            return GenerationResult(f"**Primer rejected.** {error}").as_outputs()
+        seed = int(seed) if seed is not None and seed >= 0 else random.randrange(2**31)
+        options = {
+            "max_new_tokens": int(max_new_tokens),
+            "temperature": float(temperature),
+            "top_k": int(top_k),  # 0 and 1.0 switch the filters off
+            "top_p": float(top_p),
+            "seed": seed,
+            "grammar": bool(grammar),
+        }
+        if entry.composers:
+            options["composer"] = composer if composer in entry.composers else entry.composers[0]
+        try:
+            generate = entry.pipeline()
+            start = time.perf_counter()
+            output = generate(primer_score, **options)
+            seconds = time.perf_counter() - start
+        except Exception as error:  # the page must stay usable; the traceback goes to the log
+            logger.exception("Generation with %s failed", entry.spec)
+            return GenerationResult(
+                f"**Generation failed.** {type(error).__name__}: {error}"
+            ).as_outputs()
+        result = self._outputs(entry, output, seconds, options)
+        if primer_score is not None and primer_score.note_num() == 0:
+            result.status += " The primer has no notes, so the piece starts from scratch."
+        return result.as_outputs()
+
+    @staticmethod
+    def _load_primer(primer: str | None):
+        if not primer:
+            return None
+        return load_score(primer, name=Path(primer).name, max_file_size=MAX_PRIMER_BYTES)
+
+    def _outputs(
+        self, entry: ModelEntry, output: dict[str, Any], seconds: float, options: dict[str, Any]
+    ) -> GenerationResult:
+        score = output["score"]
+        num_tokens = output["num_generated_tokens"]
+        midi_path = self._write_midi(output["midi"], entry.label, options["seed"])
+        details = [
+            f"**{score.note_num()} notes**, {num_tokens} new tokens in {seconds:.2f} s "
+            f"({entry.label}, seed {options['seed']}"
+            + (f", composer {options['composer']}" if "composer" in options else "")
+            + ")."
+        ]
+        if output.get("num_dropped_tokens"):
+            details.append(f"{output['num_dropped_tokens']} invalid tokens were dropped.")
+        audio = None
+        if self.audio_off:
+            details.append(f"Audio is off: {self.audio_off}")
+        elif score.note_num() == 0:
+            details.append("Nothing to play: the piece has no notes (try more tokens).")
+        else:
+            try:
+                sample_rate, samples = render_audio(score)
+                audio = (sample_rate, (samples * 32767).astype(np.int16))
+            except AudioUnavailableError as error:
+                details.append(f"Audio is off: {error}")
+        return GenerationResult(
+            status=" ".join(details),
+            audio=audio,
+            piano_roll=piano_roll(score, split_time=_primer_end(entry, output)),
+            midi_path=str(midi_path),
+            num_tokens=num_tokens,
+            seconds=round(seconds, 3),
+        )
+
+    def _write_midi(self, data: bytes, label: str, seed: int) -> Path:
+        """Each result in its own folder (so the download keeps a readable name); Gradio
+        copies it into its cache, so folders older than an hour are removed."""
+        cutoff = time.time() - KEEP_RESULTS_S
+        for old in self.output_dir.glob("result-*"):
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        folder = Path(tempfile.mkdtemp(prefix="result-", dir=self.output_dir))
+        name = "".join(c if c.isalnum() or c in "-_." else "-" for c in label)
+        path = folder / f"{name}-seed{seed}.mid"
+        path.write_bytes(data)
+        return path
+
+
+def _primer_end(entry: ModelEntry, output: dict[str, Any]) -> float | None:
+    """Where the primer stops sounding (seconds), to mark it on the piano roll."""
+    count = output.get("num_primer_tokens", 0)
+    if not count:
+        return None
+    primer = entry.pipeline().tokenizer.to_score(output["token_ids"][: count + 1])
+    return primer.to("second").end() if primer.note_num() else None
+
+
+def _no_model_message(label: str | None, labels: list[str]) -> str:
+    if not labels:
+        return "**No model loaded.** See the notice above for how to create one."
+    return f"**Unknown model** {label!r}; choose one of {', '.join(labels)}."
+
+
+def _notice_markdown(notices: list[str]) -> str:
+    return "\n\n".join(f"⚠️ {notice}" for notice in notices)
+
+
+def create_demo(
+    models: list[str] | None = None,
+    *,
+    concurrency_limit: int = DEFAULT_CONCURRENCY,
+    max_queue: int = MAX_QUEUE,
+    output_dir: str | Path | None = None,
+):
+    """Build the demo page.
+
+    Args:
+        models: folders or Hub ids of saved midiformers models (with their tokenizers);
+            ``None`` uses ``outputs/default`` (``python train.py``) when it exists.
+        concurrency_limit: generations that may run at the same time.
+        max_queue: visitors that may wait; more are turned away until a slot frees.
+        output_dir: where generated MIDI files are written (default: a temporary folder
+            removed when the demo is closed).
+
+    Returns:
+        a ``gr.Blocks`` with its queue set up, ready for ``launch()``; the generate
+        endpoint is ``/generate``.
+    """
+    import gradio as gr
+
+    entries, notices = resolve_models(models)
+    for notice in notices:
+        logger.warning(notice)
+    problem = audio_problem()
+    if problem:
+        notices.append(f"Audio is off: {problem}. The piano roll and the MIDI file still work.")
+        logger.warning("Audio is off: %s", problem)
+    if output_dir is None:
+        output_dir = Path(tempfile.mkdtemp(prefix="midiformers-demo-"))
+        owned_dir = output_dir
+    else:
+        output_dir, owned_dir = Path(output_dir), None
+        output_dir.mkdir(parents=True, exist_ok=True)
+    generator = Generator(entries, output_dir, audio_off=problem or "")
+    labels = [entry.label for entry in entries]
+    first = entries[0] if entries else None
+
+    with gr.Blocks(title="midiformers", analytics_enabled=False) as demo:
+        gr.Markdown(
+            "# midiformers: symbolic music generation\n"
+            "Pick a model, optionally upload a primer MIDI file to continue, and press "
+            "**Generate**. The result plays below, as a piano roll and as a MIDI file."
+        )
+        gr.Markdown(_notice_markdown(notices), visible=bool(notices), elem_id="notice")
+        with gr.Row():
+            with gr.Column():
+                model = gr.Dropdown(
+                    choices=labels, value=first.label if first else None, label="Model"
+                )
+                composer = gr.Dropdown(
+                    choices=first.composers if first else [],
+                    value=(first.composers or [None])[0] if first else None,
+                    label="Composer",
+                    visible=bool(first and first.composers),
+                )
+                primer = gr.File(
+                    label=f"Primer MIDI (optional, up to {MAX_PRIMER_BYTES // 1024} KiB)",
+                    file_types=[".mid", ".midi"],
+                    type="filepath",
+                    elem_id="primer",
+                )
+                examples = sorted(EXAMPLES_DIR.glob("*.mid"))
+                if examples:
+                    gr.Examples([[str(path)] for path in examples], inputs=[primer])
+                with gr.Accordion("Sampling", open=True):
+                    temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
+                    top_k = gr.Slider(0, 200, value=32, step=1, label="Top-k (0: off)")
+                    top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.01, label="Top-p (1: off)")
+                    max_new_tokens = gr.Slider(
+                        16, MAX_NEW_TOKENS, value=256, step=16, label="Tokens to generate"
+                    )
+                    seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)")
+                    grammar = gr.Checkbox(
+                        value=True, label="Grammar (only token sequences that decode to MIDI)"
+                    )
+                button = gr.Button("Generate", variant="primary", interactive=bool(entries))
+            with gr.Column():
+                status = gr.Markdown(elem_id="status")
+                audio = gr.Audio(label="Audio", type="numpy", interactive=False, elem_id="audio")
+                roll = gr.Image(
+                    label="Piano roll", type="numpy", interactive=False, elem_id="piano-roll"
+                )
+                midi = gr.File(label="MIDI file", interactive=False, elem_id="midi")
+                with gr.Row():
+                    num_tokens = gr.Number(None, label="Tokens generated", interactive=False)
+                    seconds = gr.Number(None, label="Generation time (s)", interactive=False)
+
+        model.change(
+            lambda label: _composer_update(gr, generator.entries.get(label)),
+            inputs=model,
+            outputs=composer,
+            api_visibility="private",
+        )
+        button.click(
+            generator,
+            inputs=[model, composer, primer, temperature, top_k, top_p, max_new_tokens, seed]
+            + [grammar],
+            outputs=[status, audio, roll, midi, num_tokens, seconds],
+            api_name="generate",
+            concurrency_limit=concurrency_limit,
+        )
+    demo.queue(default_concurrency_limit=concurrency_limit, max_size=max_queue)
+    if owned_dir is not None:
+        _remove_on_close(demo, owned_dir)
+    return demo
+
+
+def _composer_update(gr, entry: ModelEntry | None):
+    composers = entry.composers if entry else []
+    return gr.Dropdown(
+        choices=composers, value=composers[0] if composers else None, visible=bool(composers)
+    )
+
+
+def _remove_on_close(demo, folder: Path) -> None:
+    """Delete the demo's own output folder when the server is closed."""
+    close = demo.close
+
+    def close_and_clean(*args, **kwargs):
+        try:
+            return close(*args, **kwargs)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    demo.close = close_and_clean

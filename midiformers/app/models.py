@@ -1,0 +1,102 @@
+"""The models a demo offers: folders or Hub ids, their configs read up front, weights on demand."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_DIR = Path("outputs/default")
+"""Where ``python train.py`` (the default recipe) writes its model; the demo's default."""
+
+VAE_MODEL_TYPE = "midiformers_vae"
+
+NO_MODEL_HELP = (
+    "No model to generate with: the default model folder `{folder}` does not exist. "
+    "Create it with `python train.py` (the default recipe, a few minutes on a CPU), "
+    "or start the demo with `python app.py --model FOLDER_OR_HUB_ID`."
+)
+
+
+@dataclass
+class ModelEntry:
+    """One model of the demo: where it comes from, its config, and (once used) the pipeline."""
+
+    spec: str
+    label: str
+    config: Any
+    _pipeline: Any = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def composers(self) -> list[str]:
+        """Composer names of a composer-conditioned VAE (its config's labels), else ``[]``."""
+        if getattr(self.config, "model_type", None) != VAE_MODEL_TYPE:
+            return []
+        id2label = self.config.id2label or {}
+        return [id2label[key] for key in sorted(id2label, key=int)]
+
+    def pipeline(self) -> Any:
+        """The ``midi-generation`` pipeline of this model, loaded on first use."""
+        with self._lock:
+            if self._pipeline is None:
+                self._pipeline = _load_pipeline(self.spec)
+            return self._pipeline
+
+
+def _load_pipeline(spec: str) -> Any:
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+    logger.info("Loading %s", spec)
+    tokenizer = AutoTokenizer.from_pretrained(spec)
+    model = AutoModelForCausalLM.from_pretrained(spec)
+    model.eval()
+    return pipeline("midi-generation", model=model, tokenizer=tokenizer)
+
+
+def _labels(specs: list[str]) -> list[str]:
+    """Short unique names: a folder's name (with its parent when two share it), a Hub id as is."""
+    labels = []
+    for spec in specs:
+        path = Path(spec)
+        label = path.name if path.is_dir() else spec
+        if label in labels or [Path(s).name for s in specs].count(label) > 1:
+            label = str(Path(path.parent.name) / path.name) if path.is_dir() else spec
+        labels.append(label)
+    return labels
+
+
+def resolve_models(specs: list[str] | None) -> tuple[list[ModelEntry], list[str]]:
+    """Read the config of each model; returns the usable entries and a notice per problem.
+
+    With no ``specs`` the default ``train.py`` output is used when it exists. A model whose
+    config cannot be read (missing folder, unknown Hub id, no network) is left out with a
+    notice instead of stopping the demo.
+    """
+    from transformers import AutoConfig
+
+    import midiformers  # noqa: F401  (registers the Auto classes)
+
+    notices: list[str] = []
+    if not specs:
+        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+            return [], [NO_MODEL_HELP.format(folder=DEFAULT_MODEL_DIR)]
+        specs = [str(DEFAULT_MODEL_DIR)]
+    entries = []
+    for spec, label in zip(specs, _labels([str(s) for s in specs])):
+        try:
+            config = AutoConfig.from_pretrained(str(spec))
+        except Exception as error:  # OSError, ValueError, HTTP errors: all mean "unusable"
+            notices.append(f"Model `{spec}` is not available: {_first_line(error)}")
+            continue
+        entries.append(ModelEntry(spec=str(spec), label=label, config=config))
+    return entries, notices
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
