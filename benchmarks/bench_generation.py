@@ -137,7 +137,7 @@ class PeakMemory:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     def _sample(self) -> None:
-        while not self._stop.wait(0.002):
+        while not self._stop.wait(0.005):
             self.peak = max(self.peak, self._rss())
 
     def __enter__(self) -> PeakMemory:
@@ -164,16 +164,21 @@ class PeakMemory:
         self.mib = (self.peak - self.start) / 2**20
 
 
-def run_once(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
-    """Wall seconds and peak MiB of one call."""
+def run_once(fn: Callable[[], object], device: torch.device, clock: str) -> tuple[float, float]:
+    """Seconds (wall clock, or this process's CPU time) and peak MiB of one call.
+
+    CPU time is what to compare on a CPU shared with other jobs: it does not count the time the
+    process waited for a core (use it with ``--threads 1``; idle-spinning threads inflate it).
+    """
+    timer = time.process_time if clock == "cpu" else time.perf_counter
     with PeakMemory(device) as memory:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        start = time.perf_counter()
+        start = timer()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
+        seconds = timer() - start
     return seconds, memory.mib
 
 
@@ -209,7 +214,7 @@ def measure_batch(
     models: dict[str, PreTrainedModel], batch: int, args, device: torch.device, progress
 ) -> list[Result]:
     """Measure every model at one batch size, round-robin so that a burst of load from other
-    processes hits all models alike, keeping the best of the repeats."""
+    processes hits all models alike (in alternating order), keeping the best of the repeats."""
     generator = torch.Generator().manual_seed(args.seed)
     prompt = torch.randint(3, VOCAB_SIZE, (batch, args.prompt_length), generator=generator)
     prefill = torch.randint(3, VOCAB_SIZE, (batch, args.prefill_length), generator=generator)
@@ -224,8 +229,9 @@ def measure_batch(
             logger.exception("%s batch %d failed", name, batch)
     for kind, tokens, use_cache, repeats in tasks(args):
         best = {name: (float("inf"), 0.0) for name in models}
-        for _ in range(repeats):
-            for name, model in models.items():
+        for repeat in range(repeats):
+            order = list(models.items())
+            for name, model in order if repeat % 2 == 0 else reversed(order):
                 progress.update()
                 if results[name].error is not None:
                     continue
@@ -234,7 +240,7 @@ def measure_batch(
                 else:
                     call = partial(greedy, model, prompt, tokens, use_cache)
                 try:
-                    seconds, mib = run_once(call, device)
+                    seconds, mib = run_once(call, device, args.clock)
                 except Exception as error:
                     results[name].error = _describe(error)
                     logger.exception("%s batch %d failed", name, batch)
@@ -295,8 +301,11 @@ def markdown_table(results: list[Result], args, device, dtype) -> str:
         f"- greedy `generate`, prompt {args.prompt_length} tokens, min_new_tokens = "
         f"max_new_tokens; cached: {n} new tokens; uncached: {nu} new tokens; cached/uncached "
         f"compares both at {nu} new tokens; prefill: one forward of {args.prefill_length} "
-        f"tokens per row; best of {args.repeats} (uncached: {args.uncached_repeats}); peak memory above the "
-        f"model's resting footprint ({'CUDA allocator' if device.type == 'cuda' else 'RSS'}).",
+        f"tokens per row",
+        f"- tokens/s by {'process CPU time' if args.clock == 'cpu' else 'wall clock'}, best of "
+        f"{args.repeats} runs (uncached: {args.uncached_repeats}), models measured round-robin",
+        f"- peak memory: above the model's resting footprint "
+        f"({'CUDA allocator' if device.type == 'cuda' else 'process RSS, sampled every 5 ms'})",
         "",
         f"| model | params | batch | prefill tok/s | cached tok/s ({n}) | uncached tok/s ({nu}) "
         f"| cached/uncached ({nu}) | vs GPT-2 cached ({n}) | peak MiB cached | "
@@ -373,6 +382,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="cached and prefill runs (best)")
     parser.add_argument("--uncached-repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument(
+        "--clock",
+        default="wall",
+        choices=["wall", "cpu"],
+        help="time by wall clock or by process CPU time (for a CPU shared with other jobs)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="128 new tokens, 128 prefill, 1 run")
     parser.add_argument("--output", default=None, help="also write the Markdown table here")
@@ -383,6 +398,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.uncached_new_tokens = args.new_tokens
     if args.uncached_new_tokens > args.new_tokens:
         parser.error("--uncached-new-tokens cannot exceed --new-tokens")
+    if args.clock == "cpu" and args.device.startswith("cuda"):
+        parser.error("--clock cpu measures CPU work only; use the wall clock on a GPU")
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)

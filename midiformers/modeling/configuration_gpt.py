@@ -1,7 +1,5 @@
 """Configuration of MidiGPT, a decoder-only Transformer over MIDI tokens."""
 
-from __future__ import annotations
-
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN

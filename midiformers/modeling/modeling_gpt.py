@@ -61,7 +61,7 @@ class MidiGPTBlock(GradientCheckpointingLayer):
 
 
 class MidiGPTPreTrainedModel(PreTrainedModel):
-    """Weight initialisation and the class attributes transformers reads."""
+    """Base class: the config class and the capabilities transformers reads (SDPA, checkpointing)."""
 
     config_class = MidiGPTConfig
     config: MidiGPTConfig
