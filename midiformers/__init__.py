@@ -4,6 +4,8 @@ Importing the package registers every configuration, model and tokenizer with th
 transformers Auto classes. Nothing is built and no file is read at import time.
 """
 
+from .generation import MidiGenerationPipeline, MidiGrammarLogitsProcessor, check_sequence
+from .generation import register_pipeline as _register_pipeline
 from .modeling import *  # noqa: F403
 from .modeling import __all__ as _modeling_all
 from .modeling import register_auto_classes as _register_models
@@ -12,6 +14,15 @@ from .tokenization import register_auto_tokenizer as _register_tokenizer
 
 _register_models()
 _register_tokenizer()
+_register_pipeline()
 
 __version__ = "0.1.0"
-__all__ = [*_modeling_all, "MidiFileError", "MidiTokenizer", "load_score"]
+__all__ = [
+    *_modeling_all,
+    "MidiFileError",
+    "MidiGenerationPipeline",
+    "MidiGrammarLogitsProcessor",
+    "MidiTokenizer",
+    "check_sequence",
+    "load_score",
+]

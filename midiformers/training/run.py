@@ -241,7 +241,19 @@ def build_model(
 
 
 def sample_function(task: Task, tokenizer, train_args: MidiTrainingArguments):
-    """Unconditional (or per-composer) sampling used by the sample callback."""
+    """Unconditional (or per-composer) sampling used by the sample callback; the grammar
+    processor keeps every sample decodable (no dropped tokens, notes closed at the end)."""
+    from midiformers.generation import (
+        MidiGrammar,
+        MidiGrammarLogitsProcessor,
+        UnsupportedGrammarError,
+    )
+
+    try:
+        grammar = MidiGrammar(tokenizer)
+    except UnsupportedGrammarError as error:
+        logger.warning("Sampling without the grammar processor: %s", error)
+        grammar = None
 
     def sample(model, count: int) -> list[list[int]]:
         options = dict(
@@ -251,6 +263,10 @@ def sample_function(task: Task, tokenizer, train_args: MidiTrainingArguments):
             temperature=train_args.sample_temperature,
             pad_token_id=tokenizer.pad_token_id,
         )
+        if grammar is not None:
+            options["logits_processor"] = [
+                MidiGrammarLogitsProcessor(grammar, max_new_tokens=train_args.sample_max_new_tokens)
+            ]
         if task.name == "vae":
             composers = torch.arange(count) % model.config.num_labels
             output = model.generate(composer=composers.to(model.device), **options)

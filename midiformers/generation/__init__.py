@@ -1,0 +1,24 @@
+"""Generation that always yields valid MIDI: the token grammar and its logits processor, a
+reference checker, long pieces with a sliding window, and the ``midi-generation`` pipeline."""
+
+from .grammar import SUPPORTED_SCHEMES, GrammarState, MidiGrammar, UnsupportedGrammarError
+from .logits_process import MidiGrammarLogitsProcessor
+from .pipeline import TASK, MidiGenerationPipeline, register_pipeline
+from .sampling import context_length, generate_long
+from .validation import SequenceCheck, TokenError, check_sequence
+
+__all__ = [
+    "SUPPORTED_SCHEMES",
+    "TASK",
+    "GrammarState",
+    "MidiGenerationPipeline",
+    "MidiGrammar",
+    "MidiGrammarLogitsProcessor",
+    "SequenceCheck",
+    "TokenError",
+    "UnsupportedGrammarError",
+    "check_sequence",
+    "context_length",
+    "generate_long",
+    "register_pipeline",
+]

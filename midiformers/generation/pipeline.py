@@ -1,0 +1,227 @@
+"""The ``midi-generation`` pipeline: a primer (or nothing) in, a valid MIDI piece out.
+
+::
+
+    import midiformers  # registers the task
+    from transformers import pipeline
+
+    generator = pipeline("midi-generation", model=model, tokenizer=tokenizer)
+    piece = generator("primer.mid", max_new_tokens=512, top_k=32, seed=0)
+    piece["score"].dump_midi("continuation.mid")   # or piece["midi"]: the file's bytes
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from symusic.core import ScoreTick
+from transformers import AutoModelForCausalLM, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .grammar import MidiGrammar
+from .sampling import generate_long
+from .validation import check_sequence
+
+__all__ = ["TASK", "MidiGenerationPipeline", "register_pipeline"]
+
+TASK = "midi-generation"
+_PRIMER_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, ScoreTick, torch.Tensor)
+
+
+class MidiGenerationPipeline(Pipeline):
+    """Generate a MIDI piece, or continue a primer, with a midiformers model and tokenizer.
+
+    Input: ``None`` (start from scratch), a MIDI path, MIDI bytes, a ``symusic.Score``, a 1-D
+    tensor of token ids, or a list of these. A primer longer than the model's context is
+    continued from its last tokens (the grammar still sees all of it), and pieces longer than
+    the context are generated with a sliding window (see :mod:`.sampling`).
+
+    Parameters (at construction or per call):
+        max_new_tokens (default 256), temperature, top_k, top_p, do_sample (default True),
+        seed (reproducible sampling without touching the global RNG), composer (name or id, for
+        composer-conditioned models), grammar (default True: only tokens that keep the piece
+        valid, closed cleanly at the limit), num_return_sequences, context_length / stride
+        (sliding window; default: the model's :func:`context_length`, half of it).
+
+    Output: a dict per piece with ``score`` (``symusic.Score``), ``midi`` (the MIDI file's
+    bytes), ``token_ids`` (primer + generated, with the framing BOS/EOS), ``num_primer_tokens``,
+    ``num_generated_tokens``, ``num_dropped_tokens`` (ids that do not decode into music as
+    written, see :func:`check_sequence`) and ``num_notes``; a list of dicts with
+    ``num_return_sequences > 1``.
+    """
+
+    _load_tokenizer = True
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_video_processor = False
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if self.tokenizer is None or not hasattr(self.tokenizer, "miditok"):
+            raise ValueError(
+                "The midi-generation pipeline needs a midiformers MidiTokenizer "
+                f"(got {type(self.tokenizer).__name__})."
+            )
+        self._grammar: MidiGrammar | None = None
+
+    @property
+    def grammar(self) -> MidiGrammar:
+        """The tokenizer's grammar, compiled once per pipeline."""
+        if self._grammar is None:
+            self._grammar = MidiGrammar(self.tokenizer)
+        return self._grammar
+
+    def __call__(self, inputs: Any = None, **kwargs: Any) -> Any:
+        """Generate from ``inputs`` (``None``: from scratch); see the class docstring."""
+        return super().__call__(inputs, **kwargs)
+
+    # ------------------------------------------------------------------ parameters
+
+    def _sanitize_parameters(
+        self,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        do_sample: bool | None = None,
+        seed: int | None = None,
+        composer: Any = None,
+        grammar: bool | None = None,
+        num_return_sequences: int | None = None,
+        context_length: int | None = None,
+        stride: int | None = None,
+        **generate_kwargs: Any,
+    ) -> tuple[dict, dict, dict]:
+        forward: dict[str, Any] = dict(generate_kwargs)
+        options = {
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "do_sample": do_sample,
+            "seed": seed,
+            "grammar": grammar,
+            "num_return_sequences": num_return_sequences,
+            "context_length": context_length,
+            "stride": stride,
+        }
+        forward.update({k: v for k, v in options.items() if v is not None})
+        if max_new_tokens is not None and (
+            not isinstance(max_new_tokens, int) or max_new_tokens < 1
+        ):
+            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
+        if num_return_sequences is not None and num_return_sequences < 1:
+            raise ValueError(f"num_return_sequences must be >= 1, got {num_return_sequences!r}.")
+        if composer is not None:
+            forward["composer"] = self._composer_ids(composer)
+        return {}, forward, {}
+
+    def _composer_ids(self, composer: Any) -> torch.LongTensor:
+        """Composer ids, checked now so that a wrong name fails before any generation."""
+        if not hasattr(self.model, "composer_ids"):
+            raise ValueError(
+                f"composer= needs a composer-conditioned model (MidiVAEForConditionalGeneration); "
+                f"{type(self.model).__name__} has no composers."
+            )
+        return self.model.composer_ids(composer)
+
+    # ------------------------------------------------------------------ steps
+
+    def preprocess(self, inputs: Any) -> dict[str, torch.Tensor]:
+        """Primer -> ``BOS`` + its token ids (no EOS: the piece goes on)."""
+        if inputs is None:
+            primer: list[int] = []
+        elif isinstance(inputs, torch.Tensor):
+            if inputs.dim() != 1:
+                raise ValueError("A primer given as token ids must be a 1-D tensor.")
+            primer = [int(i) for i in inputs.tolist()]
+            special = {self.tokenizer.bos_token_id, self.tokenizer.eos_token_id}
+            primer = [i for i in primer if i not in special]
+        elif isinstance(inputs, _PRIMER_TYPES):
+            primer = self.tokenizer.encode_midi(inputs)
+        else:
+            raise TypeError(
+                "midi-generation takes a MIDI path, MIDI bytes, a symusic.Score, a 1-D tensor of "
+                f"token ids or None, got {type(inputs).__name__}."
+            )
+        ids = [self.tokenizer.bos_token_id, *primer]
+        return {"input_ids": torch.tensor([ids], dtype=torch.long)}
+
+    def _forward(self, model_inputs: dict[str, torch.Tensor], **options: Any) -> dict[str, Any]:
+        prompt = model_inputs["input_ids"]
+        count = options.pop("num_return_sequences", 1)
+        prompt = prompt.repeat(count, 1)
+        seed = options.pop("seed", None)
+        use_grammar = options.pop("grammar", True)
+        window = options.pop("context_length", -1)
+        stride = options.pop("stride", None)
+        max_new_tokens = options.pop("max_new_tokens", 256)
+        options.setdefault("do_sample", True)
+        self._condition(options, prompt)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            sequences = generate_long(
+                self.model,
+                prompt,
+                max_new_tokens,
+                grammar=self.grammar if use_grammar else None,
+                window=window,
+                stride=stride,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                **options,
+            )
+        return {"sequences": sequences.cpu(), "num_primer_tokens": prompt.shape[1] - 1}
+
+    def _condition(self, options: dict[str, Any], prompt: torch.Tensor) -> None:
+        """Composer models: draw one latent per row now, so every window decodes the same z."""
+        composer = options.pop("composer", None)
+        if not hasattr(self.model, "composer_ids"):
+            return
+        if composer is None:
+            posterior = self.model.encode(prompt.to(self.model.device))
+            latent = posterior.mu
+            composer = self.model.model.resolve_composers(None, posterior.mu, posterior.logvar)
+        else:
+            if composer.numel() == 1:
+                composer = composer.repeat(prompt.shape[0])
+            latent = self.model.sample_latent(composer)
+        options["latent"] = latent
+        options["composer"] = composer
+
+    def postprocess(self, model_outputs: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
+        pieces = [
+            self._piece(row, model_outputs["num_primer_tokens"])
+            for row in model_outputs["sequences"].tolist()
+        ]
+        return pieces[0] if len(pieces) == 1 else pieces
+
+    def _piece(self, ids: list[int], num_primer_tokens: int) -> dict[str, Any]:
+        pad = self.tokenizer.pad_token_id
+        while ids and ids[-1] == pad:
+            ids.pop()
+        score = self.tokenizer.to_score(ids)
+        check = check_sequence(self.tokenizer, ids)
+        return {
+            "score": score,
+            "midi": bytes(score.dumps_midi()),
+            "token_ids": ids,
+            "num_primer_tokens": num_primer_tokens,
+            "num_generated_tokens": len(ids) - 1 - num_primer_tokens,
+            "num_dropped_tokens": check.num_dropped,
+            "num_notes": score.note_num(),
+        }
+
+
+def register_pipeline() -> None:
+    """Make ``pipeline("midi-generation", ...)`` available (done by ``import midiformers``)."""
+    if TASK in PIPELINE_REGISTRY.get_supported_tasks():
+        return
+    PIPELINE_REGISTRY.register_pipeline(
+        TASK, pipeline_class=MidiGenerationPipeline, pt_model=AutoModelForCausalLM, type="text"
+    )
