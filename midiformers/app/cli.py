@@ -39,6 +39,13 @@ def parse_args(
         default=DEFAULT_CONCURRENCY,
         help="generations running at once; other visitors wait in the queue",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads per generation (default 1: small models on a shared CPU "
+        "generate up to 30x faster on one thread than on several)",
+    )
     return parser.parse_args(argv)
 
 
@@ -47,6 +54,10 @@ def main(argv: Sequence[str] | None = None, default_models: Sequence[str] | None
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     args = parse_args(argv, default_models)
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     demo = create_demo(args.model, concurrency_limit=args.concurrency)
     demo.launch(
         server_name=args.host,
