@@ -16,7 +16,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from symusic import Score  # noqa: E402
 
 from midiformers.app import create_demo, parse_args  # noqa: E402
-from midiformers.app.demo import Generator  # noqa: E402
+from midiformers.app.demo import Generator, _composer_update  # noqa: E402
 from midiformers.app.models import resolve_models  # noqa: E402
 from midiformers.audio import find_soundfont  # noqa: E402
 
@@ -213,6 +213,9 @@ def test_composer_choice_follows_the_model(tiny_model_dir, tiny_vae_dir, tmp_pat
     assert notices == []
     gpt, vae = entries
     assert gpt.composers == [] and vae.composers == ["bach", "chopin"]
+    shown = _composer_update(gr, vae)
+    assert shown.visible and [choice[0] for choice in shown.choices] == ["bach", "chopin"]
+    assert _composer_update(gr, gpt).visible is False
     generator = Generator(entries, tmp_path)
     status, *_, midi, num_tokens, _ = generator(vae.label, "chopin", None, 1.0, 0, 1.0, 16, 3, True)
     assert "composer chopin" in status and num_tokens == 16
@@ -292,3 +295,10 @@ def test_empty_primer_and_a_model_that_fails_to_load_leave_messages(
     assert status.startswith("**Generation failed.**")
     status = generator(entries[0].label, None, None, 1, 0, 1, 16, 0, True)[0]
     assert "16 new tokens" in status
+
+
+def test_models_with_the_same_folder_name_get_distinct_labels(tiny_model_dir, tmp_path):
+    for parent in ("run-a", "run-b"):
+        shutil.copytree(tiny_model_dir, tmp_path / parent / "default")
+    entries, _ = resolve_models([str(tmp_path / "run-a/default"), str(tmp_path / "run-b/default")])
+    assert [entry.label for entry in entries] == ["run-a/default", "run-b/default"]

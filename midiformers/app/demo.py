@@ -278,10 +278,10 @@ def create_demo(
             outputs=composer,
             api_visibility="private",
         )
+        sampling = [temperature, top_k, top_p, max_new_tokens, seed, grammar]
         button.click(
             generator,
-            inputs=[model, composer, primer, temperature, top_k, top_p, max_new_tokens, seed]
-            + [grammar],
+            inputs=[model, composer, primer, *sampling],
             outputs=[status, audio, roll, midi, num_tokens, seconds],
             api_name="generate",
             concurrency_limit=concurrency_limit,

@@ -59,15 +59,14 @@ def _load_pipeline(spec: str) -> Any:
 
 
 def _labels(specs: list[str]) -> list[str]:
-    """Short unique names: a folder's name (with its parent when two share it), a Hub id as is."""
-    labels = []
-    for spec in specs:
-        path = Path(spec)
-        label = path.name if path.is_dir() else spec
-        if label in labels or [Path(s).name for s in specs].count(label) > 1:
-            label = str(Path(path.parent.name) / path.name) if path.is_dir() else spec
-        labels.append(label)
-    return labels
+    """Short names: a folder's name (with its parent's when two share it), a Hub id as is."""
+    names = [Path(spec).name if Path(spec).is_dir() else spec for spec in specs]
+    return [
+        f"{Path(spec).parent.name}/{name}"
+        if Path(spec).is_dir() and names.count(name) > 1
+        else name
+        for spec, name in zip(specs, names)
+    ]
 
 
 def resolve_models(specs: list[str] | None) -> tuple[list[ModelEntry], list[str]]:
