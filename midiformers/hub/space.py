@@ -9,6 +9,7 @@ code that built it) and copies of the local model folders it serves.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import re
 import shutil
 import sys
@@ -148,7 +149,8 @@ def _readme(title: str, models: Sequence[str]) -> str:
         "[midiformers](https://github.com/midiformers/midiformers) models: pick a model, "
         "optionally upload a primer to continue, and listen to the result, see its piano "
         "roll and download the MIDI file.\n\n"
-        "Run it locally with `pip install -r requirements.txt && python app.py`.\n"
+        "Run it locally with `pip install -r requirements.txt gradio && python app.py` "
+        "(on the Hub, the Space's SDK provides gradio).\n"
     )
     return f"---\n{data.to_yaml()}\n---\n\n{body}"
 
@@ -179,7 +181,7 @@ def write_space(
     if package_spec is None:
         package_dir = Path(__file__).resolve().parents[1]
         shutil.copytree(package_dir, out_dir / package_dir.name, ignore=_SKIP_COPY)
-    (out_dir / "app.py").write_text(_APP_TEMPLATE.format(models=repr(entries)))
+    (out_dir / "app.py").write_text(_APP_TEMPLATE.format(models=json.dumps(entries)))
     (out_dir / "requirements.txt").write_text("\n".join(_requirements(package_spec)) + "\n")
     (out_dir / "packages.txt").write_text("\n".join(SPACE_PACKAGES) + "\n")
     SpaceCard(_readme(title, models)).save(out_dir / "README.md")
