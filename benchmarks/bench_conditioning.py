@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Dataset
+from datasets import Dataset, load_from_disk
 from transformers import Trainer, TrainingArguments, set_seed
 
 from midiformers import (
@@ -61,21 +61,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data_dir", default=None, help="an already downloaded corpus")
     parser.add_argument("--dataset_config", default="{}", help="JSON options of the builder")
     parser.add_argument("--cache_dir", default=None, help="datasets cache for the built corpus")
+    parser.add_argument(
+        "--dataset_from_disk",
+        default=None,
+        help="a built corpus saved with DatasetDict.save_to_disk (skips the builder)",
+    )
     parser.add_argument("--preset", default="remi", help="MidiTokenizer preset")
     parser.add_argument("--max_length", type=int, default=128, help="tokens per window")
     parser.add_argument("--max_windows_per_piece", type=int, default=16)
-    parser.add_argument("--windows_per_composer", type=int, default=400, help="training windows")
-    parser.add_argument("--classifier_epochs", type=float, default=4.0)
-    parser.add_argument("--vae_epochs", type=float, default=6.0)
+    parser.add_argument("--windows_per_composer", type=int, default=300, help="training windows")
+    parser.add_argument("--classifier_epochs", type=float, default=3.0)
+    parser.add_argument("--vae_epochs", type=float, default=4.0)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--hidden_size", type=int, default=128)
-    parser.add_argument("--layers", type=int, default=3, help="encoder and decoder layers each")
+    parser.add_argument("--layers", type=int, default=2, help="encoder and decoder layers each")
     parser.add_argument("--latent_size", type=int, default=32)
     parser.add_argument("--samples_per_composer", type=int, default=20)
     parser.add_argument("--top_k", type=int, default=0, help="0: sample from the full softmax")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output_dir", default="benchmarks/results/conditioning")
+    parser.add_argument("--output_dir", default="outputs/bench_conditioning")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the pipeline")
     args = parser.parse_args(argv)
     if args.quick:
@@ -204,12 +209,15 @@ def main(argv: list[str] | None = None) -> dict:
     timings: dict[str, float] = {}
 
     start = time.perf_counter()
-    corpus = load_midi_dataset(
-        args.dataset,
-        data_dir=args.data_dir,
-        cache_dir=args.cache_dir,
-        **json.loads(args.dataset_config),
-    )
+    if args.dataset_from_disk:
+        corpus = load_from_disk(args.dataset_from_disk)
+    else:
+        corpus = load_midi_dataset(
+            args.dataset,
+            data_dir=args.data_dir,
+            cache_dir=args.cache_dir,
+            **json.loads(args.dataset_config),
+        )
     names = corpus["train"].features["composer"].names
     tokenizer = MidiTokenizer(preset=args.preset)
     tokens = tokenize_dataset(
