@@ -280,6 +280,50 @@ def test_scores_wider_than_the_vocabulary_and_too_narrow(tokenizers):
         processor(ids, torch.zeros(2, len(tokenizer) - 1))
 
 
+def test_rows_emptied_by_another_processor_fall_back_to_the_valid_tokens(tokenizers):
+    """An earlier processor (e.g. bad_words_ids) may ban every valid token: no NaN, no crash."""
+    tokenizer = tokenizers["remi"]
+    processor = MidiGrammarLogitsProcessor(tokenizer)
+    ids = torch.full((2, 1), tokenizer.bos_token_id)
+    allowed = processor.allowed_tokens(ids)
+    scores = torch.zeros(2, len(tokenizer))
+    scores[0] = scores[0].masked_fill(allowed[0], -float("inf"))
+    out = processor(ids, scores)
+    assert torch.equal(torch.isfinite(out), allowed)
+    assert processor.num_fallbacks == 0
+
+
+def test_completion_cost_counts_what_is_left_to_close(tokenizers):
+    tokenizer = tokenizers["midilike"]
+    grammar = MidiGrammar.for_tokenizer(tokenizer)
+    tokens = ["BOS_None", "Program_0", "NoteOn_60", "Velocity_63", "Program_0", "NoteOn_64"]
+    costs = []
+    for cut in (1, 3, 4, 5, 6):
+        state = MidiGrammarLogitsProcessor(grammar).state_for(
+            torch.tensor([tokenizer.convert_tokens_to_ids(tokens[:cut])])
+        )
+        costs.append(int(grammar.completion_cost(state)[0]))
+    # nothing; a fresh note owing its Velocity (then TimeShift, Program, NoteOff); the same note
+    # complete; a Program that can close nothing yet (its note is fresh), so it owes a whole
+    # note of its own; two fresh notes, one owing its Velocity
+    assert costs == [0, 2 + 1 + 1, 2 + 1, 2 + 1 + 5, 2 * 2 + 1 + 1]
+    remi = MidiGrammar.for_tokenizer(tokenizers["remi"])
+    ids = tokenizers["remi"].convert_tokens_to_ids(["BOS_None", "Bar_None", "TimeSig_4/4"])
+    ids += tokenizers["remi"].convert_tokens_to_ids(["Position_0", "Program_0"])
+    state = MidiGrammarLogitsProcessor(remi).state_for(torch.tensor([ids]))
+    assert int(remi.completion_cost(state)[0]) == 3  # Pitch, Velocity, Duration
+
+
+def test_compiled_grammar_is_cached_until_the_vocabulary_changes(valid_midi_paths):
+    tokenizer = MidiTokenizer()
+    grammar = MidiGrammar.for_tokenizer(tokenizer)
+    assert MidiGrammar.for_tokenizer(tokenizer) is grammar
+    assert MidiGrammarLogitsProcessor(tokenizer).grammar is grammar
+    tokenizer.train_bpe(valid_midi_paths[:2], vocab_size=len(tokenizer) + 20)
+    trained = MidiGrammar.for_tokenizer(tokenizer)
+    assert trained is not grammar and trained.vocab_size == len(tokenizer)
+
+
 def test_bad_arguments_and_unsupported_tokenizers():
     with pytest.raises(ValueError, match="max_new_tokens or max_length"):
         MidiGrammarLogitsProcessor(MidiTokenizer(), max_new_tokens=3, max_length=9)

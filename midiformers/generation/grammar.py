@@ -16,8 +16,8 @@ indexing only: nothing loops over the vocabulary at generation time.
 * REMI: positions move forward inside a bar and stay within the bar of the current time
   signature; a ``TimeSig`` comes right after its ``Bar`` and a note right after its ``Position``;
 * MIDILike / performance: ``NoteOff`` only for a sounding note that started before the current
-  time (no zero-length note), no ``NoteOn`` for a note already sounding, and every note is
-  closed before the sequence ends.
+  time (no zero-length note; unisons stack and end first in, first out, as miditok decodes
+  them), and every note is closed before the sequence ends.
 
 With a length budget, a token is only allowed if what it leaves unfinished (a note still needing
 its velocity and duration, notes still sounding) can be completed in the tokens that remain, so
@@ -27,6 +27,7 @@ sequences that stop at the limit end cleanly.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,8 +67,13 @@ _REGULAR, _PAD, _BOS, _EOS, _MASK, _NEUTRAL = range(6)
 _SPECIAL_ROLE = {"PAD": _PAD, "BOS": _BOS, "EOS": _EOS, "MASK": _MASK}
 
 _UNCHANGED = -2  # "register not changed by this token" in the position / program tables
+_KEEP = -99  # "register not changed" in the packed register update table
+_PREV, _PROGRAM, _POSITION, _BAR, _HAS_NOTES, _DRUMS = range(6)
 _ALWAYS, _IF_PROGRAM, _UNLESS_PROGRAM = range(3)  # when a note requirement applies
 _NO_REQUIREMENT = -1
+
+
+_GRAMMARS: dict[int, tuple] = {}  # id(miditok tokenizer) -> (weak ref, vocabulary, grammar)
 
 
 class UnsupportedGrammarError(ValueError):
@@ -92,8 +98,6 @@ class _TokenSummary:
     single_program: bool = False
     position_first: int = -1  # first Position before any Bar (must exceed the incoming position)
     position_max: int = -1  # largest Position before any Bar (must fit the incoming bar)
-    new_position: int = _UNCHANGED
-    new_bar_length: int = 0  # 0: unchanged
     note_delta: int = 0  # notes opened minus notes closed
     has_note_on: bool = False
     has_time_shift: bool = False
@@ -107,33 +111,36 @@ class GrammarState:
 
     ``prev`` is the type of the last token (or the start / ended pseudo-types), ``has_notes``
     whether a note has started (EOS waits for one), ``program`` the
-    current program, ``position`` / ``bar_length`` the REMI bar position and bar size, and for
+    current program (``drums``: whether it is ``Program_-1``), ``position`` / ``bar`` the REMI bar
+    position and the index of the bar size in :attr:`MidiGrammar.bar_lengths`, and for
     MIDILike ``count`` the sounding notes per (program, pitch) (unisons stack, as in miditok's
-    first-in first-out decoder), ``last_onset`` the time step of the key's latest NoteOn and
-    ``fresh_count`` how many of its notes started then, ``epoch`` counting time steps
-    (``TimeShift`` tokens), and running totals kept so
-    that no step has to scan every key: sounding notes per program (``per_program``), those that
-    started before the current time (``old_per_program``) and those that started now (``fresh``).
+    first-in first-out decoder) and ``old_count`` those among them that started before the
+    current time (before the last ``TimeShift``), plus running totals so that no step scans
+    every key: sounding notes per program (``per_program``), the old ones (``old_per_program``)
+    and the notes that started now (``fresh``).
     """
 
     _TENSORS = (
-        "prev",
-        "has_notes",
-        "program",
-        "position",
-        "bar_length",
+        "registers",
         "count",
-        "last_onset",
-        "fresh_count",
-        "epoch",
+        "old_count",
         "per_program",
         "old_per_program",
         "fresh",
     )
+    _REGISTERS = ("prev", "program", "position", "bar", "has_notes", "drums")
 
     def __init__(self, **tensors: torch.Tensor | None):
         for name in self._TENSORS:
             setattr(self, name, tensors.get(name))
+
+    # the scalar registers live in one (batch, 5) tensor, updated by one lookup per token
+    prev = property(lambda self: self.registers[:, _PREV])
+    program = property(lambda self: self.registers[:, _PROGRAM])
+    position = property(lambda self: self.registers[:, _POSITION])
+    bar = property(lambda self: self.registers[:, _BAR])
+    has_notes = property(lambda self: self.registers[:, _HAS_NOTES] > 0)
+    drums = property(lambda self: self.registers[:, _DRUMS] > 0)
 
     def index_select(self, index: torch.LongTensor) -> GrammarState:
         """The states of rows ``index`` (e.g. beams reordered by beam search)."""
@@ -154,7 +161,7 @@ class GrammarState:
 
     @property
     def batch_size(self) -> int:
-        return self.prev.shape[0]
+        return self.registers.shape[0]
 
 
 class MidiGrammar:
@@ -183,6 +190,18 @@ class MidiGrammar:
         self.max_expansion = max(len(e) for e in expansions)
         self._build_vocab_tables(expansions)
         self._device_tables: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer: Any) -> MidiGrammar:
+        """The compiled grammar of a tokenizer, cached while its vocabulary stays the same."""
+        tok = getattr(tokenizer, "miditok", tokenizer)
+        signature = (tok.is_trained, len(tok.vocab_model) if tok.is_trained else len(tok.vocab))
+        cached = _GRAMMARS.get(id(tok))
+        if cached is None or cached[0]() is not tok or cached[1] != signature:
+            cached = (weakref.ref(tok), signature, cls(tokenizer))
+            _GRAMMARS[id(tok)] = cached
+            weakref.finalize(tok, _GRAMMARS.pop, id(tok), None)
+        return cached[2]
 
     # ------------------------------------------------------------------ construction
 
@@ -282,6 +301,7 @@ class MidiGrammar:
         return torch.tensor(values, dtype=torch.long)
 
     def _positions_per_bar(self, numerator: int, denominator: int) -> int:
+        """REMI positions in a bar of this time signature (miditok's own arithmetic)."""
         tok = self.miditok
         ticks_per_position = tok._compute_ticks_per_pos(tok._tpb_per_ts[denominator])
         ticks_per_bar = compute_ticks_per_bar(
@@ -290,7 +310,7 @@ class MidiGrammar:
         return ticks_per_bar // ticks_per_position
 
     def _build_base_tables(self) -> None:
-        """Type and value of every base (non-BPE) token, in Python lists."""
+        """Base (non-BPE) tokens by id, and the REMI bar size before any TimeSig."""
         size = len(self.base_vocab)
         self.base_tokens = [""] * size
         for token, index in self.base_vocab.items():
@@ -298,7 +318,12 @@ class MidiGrammar:
         self.default_bar_length = (
             self._positions_per_bar(*TIME_SIGNATURE) if self.scheme == "remi" else 0
         )
-        self.pitch_range = tuple(self.miditok.config.pitch_range)
+        lengths = {self.default_bar_length}
+        for token in self.base_tokens:
+            kind, value = _split(token)
+            if kind == "TimeSig" and self.scheme == "remi":
+                lengths.add(self._positions_per_bar(*map(int, value.split("/"))))
+        self.bar_lengths = sorted(lengths)  # the REMI ``bar`` register indexes this list
 
     def _expansions(self) -> list[list[int]]:
         """Base token ids of every vocabulary id (itself, or what a BPE token decodes to)."""
@@ -368,10 +393,6 @@ class MidiGrammar:
                 else:
                     summary.position_max = max(summary.position_max, value_int)
                 position = value_int
-        if position is not None:
-            summary.new_position = position
-        if bar_length is not None:
-            summary.new_bar_length = bar_length
         summary.single_program = len(tokens) == 1 and kinds[0] == "Program"
         if self.scheme == "midilike":
             self._summarize_notes(summary, tokens)
@@ -430,7 +451,6 @@ class MidiGrammar:
             return torch.tensor([getattr(s, name) for s in summaries], dtype=dtype)
 
         tables: dict[str, torch.Tensor] = {
-            "role": column("role"),
             "ok": column("ok", torch.bool),
             "first_type": torch.tensor(
                 [s.first_type if s.first_type >= 0 else dummy for s in summaries]
@@ -472,6 +492,10 @@ class MidiGrammar:
             tables["by_position"] = self._position_table(tables)
         if self.scheme == "midilike":
             tables.update(self._cost_tables(tables))
+            # the largest cost after a token, less the sounding notes' 2 * notes (+1: fresh)
+            self.max_cost_after = int(tables["static_cost_after"].max()) + 1
+        else:
+            self.max_cost_after = int(tables["completion_after"].max())
         self.tables = tables
         self.summaries = summaries
 
@@ -488,10 +512,7 @@ class MidiGrammar:
     def _position_table(self, tables: dict[str, torch.Tensor]) -> torch.Tensor:
         """REMI ``(positions + 1, bar lengths, vocab)``: positions forward and inside the bar,
         indexed by (current position + 1, index of the bar length)."""
-        lengths = sorted({self.default_bar_length, *tables["base_bar_length"].tolist()} - {0})
-        self.bar_lengths = lengths
-        tables["bar_length_index"] = torch.zeros(max(lengths) + 1, dtype=torch.long)
-        tables["bar_length_index"][torch.tensor(lengths)] = torch.arange(len(lengths))
+        lengths = self.bar_lengths
         num_positions = max(lengths) + 1  # current position -1 .. max
         current = torch.arange(-1, num_positions - 1).view(-1, 1, 1)
         length = torch.tensor(lengths).view(1, -1, 1)
@@ -506,7 +527,9 @@ class MidiGrammar:
         has_shift = tables["has_time_shift"]
         fresh = torch.where(has_shift, tables["fresh_tail"], tables["has_note_on"]).long()
         programs = torch.nonzero(tables["single_program"]).flatten()
+        states = torch.arange(len(self.types) + 2)
         return {
+            "pending_by_state": self._pending_cost(states, tables),
             "static_cost_after": 2 * tables["note_delta"] + pending + fresh,
             "keeps_fresh": (~has_shift & ~tables["has_note_on"]).long(),
             "program_token_ids": programs,
@@ -544,25 +567,33 @@ class MidiGrammar:
             if kind in _NOTE_ON_TYPES or kind in _NOTE_OFF_TYPES:
                 pitch[i] = int(value)
                 note[i] = 1 if kind in _NOTE_ON_TYPES else -1
-        next_prev = torch.where(role == _REGULAR, btype, -1)
+        next_prev = torch.where(role == _REGULAR, btype, _KEEP)
         next_prev[role == _EOS] = self.ended_type
+        update = torch.full((size, 6), _KEEP, dtype=torch.long)
+        update[:, _PREV] = next_prev
+        update[:, _PROGRAM] = torch.where(program != _UNCHANGED, program, _KEEP)
+        update[:, _POSITION] = torch.where(position != _UNCHANGED, position, _KEEP)
+        bar_index = torch.tensor([self.bar_lengths.index(int(n)) if n else 0 for n in bar_length])
+        update[:, _BAR] = torch.where(bar_length > 0, bar_index, _KEEP)
+        update[:, _HAS_NOTES] = torch.where(note > 0, 1, _KEEP)
+        update[:, _DRUMS] = torch.where(program != _UNCHANGED, (program == -1).long(), _KEEP)
         return {
-            "base_starts_note": note > 0,
+            "base_update": update,
             "base_is_bos": role == _BOS,
-            "base_next_prev": next_prev,
-            "base_type": btype,
-            "base_program": program,
-            "base_position": position,
-            "base_bar_length": bar_length,
             "base_pitch": pitch,
             "base_note": note,
-            "base_shift": shift,
+            "base_starts": (note > 0).int(),
+            "base_shift": shift > 0,
         }
 
     def _requirement_tables(self, summaries: list[_TokenSummary]) -> dict[str, torch.Tensor]:
         """Flat lists of (token, program, pitch, old, total, exact) note requirements and of
         forbidden incoming programs."""
         rows = [(v, *r) for v, s in enumerate(summaries) if s.ok for r in s.requirements]
+        # one NoteOff of the current program's key (every base NoteOff): a cheaper check
+        simple = [r for r in rows if r[1] == _INCOMING_PROGRAM and r[4:] == (1, 0, _ALWAYS, 0)]
+        rows = [r for r in rows if r not in simple]
+        simple_table = torch.tensor(simple, dtype=torch.long).view(-1, 8)
         forbidden = [(v, p) for v, s in enumerate(summaries) if s.ok for p in s.forbidden_programs]
         req = torch.tensor(rows, dtype=torch.long).view(-1, 8)
         forb = torch.tensor(forbidden, dtype=torch.long).view(-1, 2)
@@ -580,6 +611,11 @@ class MidiGrammar:
         tables["req_exact"] = tables["req_exact"].bool()
         tables["forbid_token"] = forb[:, 0].contiguous()
         tables["forbid_program"] = forb[:, 1].contiguous()
+        tables["simple_token"] = simple_table[:, 0].contiguous()
+        tables["simple_pitch"] = simple_table[:, 2].contiguous()
+        tables["simple_old"] = simple_table[:, 3].bool()
+        self.simple_unique = len(set(simple_table[:, 0].tolist())) == len(simple_table)
+        self.simple_all_old = bool(tables["simple_old"].all())
         return tables
 
     # ------------------------------------------------------------------ tensors
@@ -607,28 +643,21 @@ class MidiGrammar:
 
     def initial_state(self, batch_size: int, device: torch.device) -> GrammarState:
         """The state before any token (the start of a piece)."""
-
-        def full(value: int) -> torch.Tensor:
-            return torch.full((batch_size,), value, dtype=torch.long, device=device)
-
-        state = GrammarState(
-            prev=full(self.start_type),
-            has_notes=torch.zeros(batch_size, dtype=torch.bool, device=device),
-            program=full(0),
-            position=full(-1),
-            bar_length=full(self.default_bar_length),
+        bar = self.bar_lengths.index(self.default_bar_length)
+        registers = torch.tensor(
+            [self.start_type, 0, -1, bar, 0, 0], dtype=torch.long, device=device
         )
+        state = GrammarState(registers=registers.repeat(batch_size, 1))
         if self.scheme == "midilike":
             shape = (batch_size, self.num_programs, 128)
-            state.count = torch.zeros(shape, dtype=torch.int16, device=device)
-            state.last_onset = torch.full(shape, -1, dtype=torch.int32, device=device)
-            state.fresh_count = torch.zeros(shape, dtype=torch.int16, device=device)
-            state.epoch = torch.zeros(batch_size, dtype=torch.int32, device=device)
+            # int32 throughout, so that the per-token updates never convert types
+            state.count = torch.zeros(shape, dtype=torch.int32, device=device)
+            state.old_count = torch.zeros_like(state.count)
             state.per_program = torch.zeros(
-                batch_size, self.num_programs, dtype=torch.long, device=device
+                batch_size, self.num_programs, dtype=torch.int32, device=device
             )
             state.old_per_program = torch.zeros_like(state.per_program)
-            state.fresh = torch.zeros(batch_size, dtype=torch.long, device=device)
+            state.fresh = torch.zeros(batch_size, dtype=torch.int32, device=device)
         return state
 
     def _reset_rows(self, state: GrammarState, rows: torch.Tensor) -> None:
@@ -645,100 +674,94 @@ class MidiGrammar:
 
     # ------------------------------------------------------------------ advancing
 
-    def advance(self, state: GrammarState, token_ids: torch.LongTensor) -> GrammarState:
+    def advance(
+        self, state: GrammarState, token_ids: torch.LongTensor, check_bos: bool = True
+    ) -> GrammarState:
         """State after appending one vocabulary token per row (BPE tokens are walked base by base).
 
-        PAD, MASK and unknown ids change nothing; BOS restarts the row; EOS ends it.
+        PAD, MASK and unknown ids change nothing; BOS restarts the row (``check_bos=False``
+        skips that check, for tokens sampled under the grammar, which never allows BOS); EOS
+        ends the row.
         """
         tables = self.on(token_ids.device)
         expansion = tables["expansion"]  # the last row is the no-op of unknown ids
         vocab = expansion.shape[0] - 1
-        ids = torch.where((token_ids >= 0) & (token_ids < vocab), token_ids, vocab)
+        ids = token_ids.clamp(max=vocab).masked_fill(token_ids < 0, vocab)
         steps = expansion[ids]
         length = int(tables["expansion_length"][ids].max()) if self.max_expansion > 1 else 1
         for k in range(length):
-            self._advance_base(state, steps[:, k], tables)
+            self._advance_base(state, steps[:, k], tables, check_bos)
         return state
 
     def _advance_base(
-        self, state: GrammarState, base: torch.LongTensor, tables: dict[str, torch.Tensor]
+        self,
+        state: GrammarState,
+        base: torch.LongTensor,
+        tables: dict[str, torch.Tensor],
+        check_bos: bool = True,
     ) -> None:
-        if bool(tables["base_is_bos"][base].any()):
+        if check_bos and bool(tables["base_is_bos"][base].any()):
             self._reset_rows(state, tables["base_is_bos"][base])
-        prev = tables["base_next_prev"][base]
-        state.prev = torch.where(prev >= 0, prev, state.prev)
-        state.has_notes = state.has_notes | tables["base_starts_note"][base]
-        program = tables["base_program"][base]
-        state.program = torch.where(program != _UNCHANGED, program, state.program)
-        if self.scheme == "remi":
-            position = tables["base_position"][base]
-            state.position = torch.where(position != _UNCHANGED, position, state.position)
-            bar_length = tables["base_bar_length"][base]
-            state.bar_length = torch.where(bar_length > 0, bar_length, state.bar_length)
+        update = tables["base_update"][base]
+        state.registers = torch.where(update != _KEEP, update, state.registers)
         if self.scheme == "midilike":
             self._advance_notes(state, base, tables)
 
     def _advance_notes(
         self, state: GrammarState, base: torch.LongTensor, tables: dict[str, torch.Tensor]
     ) -> None:
-        note = tables["base_note"][base]
-        rows = torch.nonzero(note).flatten()
+        rows = torch.nonzero(tables["base_note"][base]).flatten()
         if rows.numel():
-            self._note_event(state, rows, note[rows], tables["base_pitch"][base[rows]])
+            event = base[rows]
+            self._note_event(state, rows, tables["base_starts"][event], tables["base_pitch"][event])
         shift = tables["base_shift"][base]
         if bool(shift.any()):
-            shift = shift.bool()
-            state.epoch = state.epoch + shift.to(state.epoch.dtype)
             # every sounding note is now older than the current time
+            state.old_count = torch.where(shift.view(-1, 1, 1), state.count, state.old_count)
             state.old_per_program = torch.where(
                 shift.unsqueeze(1), state.per_program, state.old_per_program
             )
-            state.fresh = torch.where(shift, torch.zeros_like(state.fresh), state.fresh)
+            state.fresh = state.fresh.masked_fill(shift, 0)
 
     @staticmethod
     def _note_event(
-        state: GrammarState, rows: torch.Tensor, note: torch.Tensor, pitch: torch.Tensor
+        state: GrammarState, rows: torch.Tensor, starts: torch.Tensor, pitch: torch.Tensor
     ) -> None:
-        """Apply NoteOn (+1) / NoteOff (-1) events of the given rows to the note registers."""
+        """Apply NoteOn (``starts`` 1) / NoteOff (0) events of the given rows to the registers.
+
+        First in, first out: a NoteOff ends the oldest note of its key, an old one if the key
+        has one; a NoteOff of a silent key changes nothing. Counts are never negative, so
+        ``clamp(max=1)`` reads "is there one" without leaving the integer type.
+        """
         program = state.program[rows] + 1
-        epoch = state.epoch[rows]
-        count = state.count[rows, program, pitch].long()
-        last = state.last_onset[rows, program, pitch]
-        fresh_key = torch.where(last == epoch, state.fresh_count[rows, program, pitch].long(), 0)
-        starts = note > 0
-        closes = ~starts & (count > 0)  # a NoteOff of a silent note changes nothing
-        # first in, first out: a NoteOff ends the oldest note, an old one if the key has one
-        closes_old = closes & (count > fresh_key)
-        closes_fresh = closes & ~closes_old
-        change = torch.where(starts, 1, torch.where(closes, -1, 0))
-        fresh_change = torch.where(starts, 1, torch.where(closes_fresh, -1, 0))
-        state.count[rows, program, pitch] = (count + change).to(state.count.dtype)
-        state.last_onset[rows, program, pitch] = torch.where(starts, epoch, last)
-        state.fresh_count[rows, program, pitch] = (fresh_key + fresh_change).to(
-            state.fresh_count.dtype
-        )
+        count = state.count[rows, program, pitch]
+        old = state.old_count[rows, program, pitch]
+        ends = 1 - starts
+        has_old = old.clamp(max=1)
+        closes_old = ends * has_old
+        closes_fresh = ends * (count.clamp(max=1) - has_old)
+        change = starts - closes_old - closes_fresh
+        state.count[rows, program, pitch] = count + change
+        state.old_count[rows, program, pitch] = old - closes_old
         state.per_program[rows, program] += change
-        state.old_per_program[rows, program] -= closes_old.long()
-        state.fresh[rows] = (state.fresh[rows] + fresh_change).clamp(min=0)
+        state.old_per_program[rows, program] -= closes_old
+        state.fresh[rows] += starts - closes_fresh
 
     # ------------------------------------------------------------------ masks
 
     def _note_closing_cost(
         self, state: GrammarState, tables: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """MIDILike: sounding notes, whether one started now, programs with a closable note,
-        and the cost of finishing the current state."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """MIDILike: sounding notes, whether one started now (0/1), and the fewest tokens that
+        finish the current state (two per sounding note, a TimeShift for fresh ones, ...)."""
         notes = state.per_program.sum(1)
-        fresh = state.fresh > 0
-        closable = state.old_per_program > 0  # (batch, programs)
-        pending = self._pending_cost(state.prev, tables)
-        current_closable = closable.gather(1, (state.program + 1).view(-1, 1)).squeeze(1)
-        program_type = self.type_index["Program"]
-        pending = torch.where(
-            (state.prev == program_type) & current_closable, torch.full_like(pending, -1), pending
-        )
-        cost = 2 * notes + fresh.long() + pending
-        return notes, fresh, closable, cost
+        fresh = state.fresh.clamp(max=1)
+        prev = state.prev
+        current = state.old_per_program.gather(1, (state.program + 1).unsqueeze(1)).squeeze(1)
+        # after a Program with a closable note, that note's NoteOff is all that is owed
+        credit = (current > 0) & (prev == self.type_index["Program"])
+        pending = tables["pending_by_state"][prev].masked_fill(credit, -1)
+        return notes, fresh, 2 * notes + fresh + pending
 
     def _pending_cost(self, types: torch.Tensor, tables: dict[str, torch.Tensor]) -> torch.Tensor:
         """MIDILike: tokens owed by the last type alone (a Velocity after NoteOn; a note after a
@@ -759,7 +782,7 @@ class MidiGrammar:
         """Fewest tokens each row needs before it may end (0: it may end now)."""
         tables = self.on(state.prev.device)
         if self.scheme == "midilike":
-            return self._note_closing_cost(state, tables)[3]
+            return self._note_closing_cost(state, tables)[2]
         return tables["completion"][state.prev]
 
     def allowed_tokens(
@@ -777,66 +800,112 @@ class MidiGrammar:
                 of budget is steered to finish as fast as possible.
             allow_empty: allow EOS before the first note (an empty piece).
         """
-        tables = self.on(state.prev.device)
-        batch = state.batch_size
-        drums = (state.program == -1).long()
-        allowed = tables["by_state"][2 * state.prev + drums]
+        tables = self.on(state.registers.device)
+        registers = state.registers
+        prev = registers[:, _PREV]
+        allowed = tables["by_state"][2 * prev + registers[:, _DRUMS]]
         if self.scheme == "remi":
-            length = tables["bar_length_index"][state.bar_length]
-            allowed &= tables["by_position"][state.position + 1, length]
+            allowed &= tables["by_position"][registers[:, _POSITION] + 1, registers[:, _BAR]]
         if self.scheme == "midilike":
-            notes, fresh, closable, cost = self._note_closing_cost(state, tables)
-            allowed &= ~self._violations(state, tables)
-            after = self._midilike_cost_after(notes, fresh, closable, tables)
+            notes, fresh, cost = self._note_closing_cost(state, tables)
+            self._apply_note_requirements(allowed, state, tables)
         else:
-            cost = tables["completion"][state.prev]
-            after = tables["completion_after"].unsqueeze(0)
-        ended = state.prev == self.ended_type
-        neutral = ~ended  # BPE's bare word marker decodes to nothing and changes nothing
+            cost = tables["completion"][prev]
+        ended = prev == self.ended_type
+        any_ended = bool(ended.any())
+        neutral = tables["neutral_ids"].numel() > 0
+        if neutral:
+            can_continue = ~ended  # BPE's bare word marker: decodes to nothing, changes nothing
         if remaining is not None:
-            remaining = torch.as_tensor(remaining, device=state.prev.device).expand(batch)
-            limit = torch.maximum(remaining, cost) - 1
-            allowed &= after <= limit.unsqueeze(1)
-            neutral &= cost <= limit
-        allowed &= ~ended.unsqueeze(1)
-        allowed[:, tables["neutral_ids"]] = neutral.unsqueeze(1)
-        # an empty piece only if nothing else fits (e.g. no room left for a whole note)
-        stuck = ~allowed.any(1)
-        can_end = ((cost <= 0) & (state.has_notes | allow_empty | stuck)) | ended
+            if isinstance(remaining, torch.Tensor):
+                limit = torch.maximum(remaining.to(cost.device).expand_as(cost), cost) - 1
+            else:
+                limit = cost.clamp(min=int(remaining)) - 1
+            if self.scheme == "midilike":
+                # the token-by-token bound matters only near the limit
+                if not bool((limit >= 2 * notes + self.max_cost_after).all()):
+                    after = self._midilike_cost_after(state, notes, fresh, tables)
+                    allowed &= after <= limit.unsqueeze(1)
+            elif int(limit.min()) < self.max_cost_after:
+                allowed &= tables["completion_after"].unsqueeze(0) <= limit.unsqueeze(1)
+            if neutral:
+                can_continue &= cost <= limit
+        if any_ended:
+            allowed &= ~ended.unsqueeze(1)
+        if neutral:
+            allowed[:, tables["neutral_ids"]] = can_continue.unsqueeze(1)
+        can_end = cost <= 0
+        if not allow_empty:
+            # no empty piece, unless nothing else fits (e.g. no room left for a whole note)
+            has_notes = registers[:, _HAS_NOTES] > 0
+            if not bool(has_notes.all()):
+                can_end &= has_notes | ~allowed.any(1)
+        if any_ended:
+            can_end |= ended
+            allowed[:, tables["pad_ids"]] = ended.unsqueeze(1)
         allowed[:, tables["eos_ids"]] = can_end.unsqueeze(1)
-        allowed[:, tables["pad_ids"]] = ended.unsqueeze(1)
         return allowed
 
     def _midilike_cost_after(
         self,
+        state: GrammarState,
         notes: torch.Tensor,
         fresh: torch.Tensor,
-        closable: torch.Tensor,
         tables: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         """Completion cost after each candidate token (an upper bound for BPE merges)."""
+        closable = state.old_per_program > 0  # (batch, programs)
         after = tables["static_cost_after"].unsqueeze(0) + (2 * notes).unsqueeze(1)
-        after = after + fresh.long().unsqueeze(1) * tables["keeps_fresh"].unsqueeze(0)
+        after = after + fresh.unsqueeze(1) * tables["keeps_fresh"].unsqueeze(0)
         # a Program token of a program with a closable note pays for that note's NoteOff
         credit = closable[:, tables["program_token_index"]].long() * tables["program_credit"]
         after[:, tables["program_token_ids"]] += credit
         return after
 
-    def _violations(self, state: GrammarState, tables: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _simple_violations(
+        self, state: GrammarState, tables: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """NoteOffs of one note of the current program: True where no (old enough) note sounds."""
+        index = (state.program + 1).view(-1, 1, 1).expand(-1, 1, 128)
+        old = state.old_count.gather(1, index).squeeze(1)
+        if self.simple_all_old:  # every base NoteOff: an old note must sound
+            return old[:, tables["simple_pitch"]] < 1
+        count = state.count.gather(1, index).squeeze(1)
+        pitch = tables["simple_pitch"]
+        sounding = torch.where(tables["simple_old"].unsqueeze(0), old[:, pitch], count[:, pitch])
+        return sounding < 1
+
+    def _apply_note_requirements(
+        self, allowed: torch.Tensor, state: GrammarState, tables: dict[str, torch.Tensor]
+    ) -> None:
+        """MIDILike: mask the tokens whose NoteOff requirements the sounding notes break."""
+        simple = tables["simple_token"]
+        if simple.numel() and self.simple_unique:  # one requirement per token: write directly
+            allowed[:, simple] &= ~self._simple_violations(state, tables)
+            if not tables["req_token"].numel() and not tables["forbid_token"].numel():
+                return
+            allowed &= ~self._violations(state, tables, simple=False)
+            return
+        allowed &= ~self._violations(state, tables)
+
+    def _violations(
+        self, state: GrammarState, tables: dict[str, torch.Tensor], simple: bool = True
+    ) -> torch.Tensor:
         """MIDILike: tokens whose NoteOn / NoteOff requirements the rows' sounding notes break."""
         batch = state.batch_size
         vocab = tables["ok"].shape[0]
         bad = torch.zeros(batch, vocab, dtype=torch.long, device=state.prev.device)
+        if simple and tables["simple_token"].numel():
+            broken = self._simple_violations(state, tables).long()
+            bad.index_add_(1, tables["simple_token"], broken)
         if tables["req_token"].numel():
             program = tables["req_program"].unsqueeze(0).expand(batch, -1)
             program = torch.where(program == _INCOMING_PROGRAM, state.program.unsqueeze(1), program)
             key = (program + 1) * 128 + tables["req_pitch"].unsqueeze(0)
             count = state.count.flatten(1).gather(1, key).long()
-            last = state.last_onset.flatten(1).gather(1, key)
-            fresh = state.fresh_count.flatten(1).gather(1, key).long()
-            fresh = torch.where(last == state.epoch.unsqueeze(1), fresh, 0)
+            old = state.old_count.flatten(1).gather(1, key).long()
             total = tables["req_total"].unsqueeze(0)
-            broken = (count - fresh < tables["req_old"].unsqueeze(0)) | (count < total)
+            broken = (old < tables["req_old"].unsqueeze(0)) | (count < total)
             broken |= tables["req_exact"].unsqueeze(0) & (count != total)
             when = tables["req_when"].unsqueeze(0)
             same = tables["req_when_program"].unsqueeze(0) == state.program.unsqueeze(1)

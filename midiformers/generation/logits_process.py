@@ -57,7 +57,10 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
         for name, value in (("max_new_tokens", max_new_tokens), ("max_length", max_length)):
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
-        self.grammar = tokenizer if isinstance(tokenizer, MidiGrammar) else MidiGrammar(tokenizer)
+        if isinstance(tokenizer, MidiGrammar):
+            self.grammar = tokenizer
+        else:
+            self.grammar = MidiGrammar.for_tokenizer(tokenizer)
         self.max_new_tokens = max_new_tokens
         self.max_length = max_length
         self.context_ids = self._as_context(context_ids)
@@ -136,7 +139,7 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
             if not bool(same.any(1).all()):
                 return None
             state = old_state.index_select(same.int().argmax(1))
-        return self.grammar.advance(state, input_ids[:, -1])
+        return self.grammar.advance(state, input_ids[:, -1], check_bos=False)
 
     # ------------------------------------------------------------------ masking
 
@@ -148,8 +151,9 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
 
     def allowed_tokens(self, input_ids: torch.LongTensor) -> torch.BoolTensor:
         """``(batch, vocab)`` mask of the tokens allowed after each row of ``input_ids``."""
-        state = self.state_for(input_ids)
-        return self.grammar.allowed_tokens(state, self.remaining(input_ids), self.allow_empty)
+        with torch.inference_mode():  # many small ops: skip autograd's bookkeeping
+            state = self.state_for(input_ids)
+            return self.grammar.allowed_tokens(state, self.remaining(input_ids), self.allow_empty)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         allowed = self.allowed_tokens(input_ids)
@@ -159,24 +163,33 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
                 f"The model scores {scores.shape[-1]} tokens but the tokenizer's vocabulary has "
                 f"{vocab}; the model's vocab_size must be at least the tokenizer's."
             )
-        empty = ~allowed.any(1)
-        if bool(empty.any()):
-            self._fallback(allowed, empty)
         if scores.shape[-1] > vocab:
             extra = allowed.new_zeros(allowed.shape[0], scores.shape[-1] - vocab)
             allowed = torch.cat([allowed, extra], dim=1)
         masked = scores.masked_fill(~allowed, -float("inf"))
         dead = torch.isneginf(masked).all(-1)
-        if bool(dead.any()):  # an earlier processor banned every valid token
+        if bool(dead.any()):
+            masked = self._revive(masked, allowed, dead)
+        return masked
+
+    def _revive(
+        self, masked: torch.Tensor, allowed: torch.Tensor, dead: torch.Tensor
+    ) -> torch.Tensor:
+        """Rows left without any finite score would turn into NaN: give them a way out."""
+        empty = dead & ~allowed.any(1)
+        if bool(empty.any()):
+            self._fallback(allowed, empty)
+        if bool((dead & ~empty).any()):
             logger.warning_once(
                 "Another logits processor (e.g. no_repeat_ngram_size or bad_words_ids) removed "
                 "every token the MIDI grammar allows for a row; sampling among the valid tokens."
             )
-            masked[dead] = torch.zeros_like(masked[dead]).masked_fill(~allowed[dead], -float("inf"))
+        revived = torch.zeros_like(masked[dead]).masked_fill(~allowed[dead], -float("inf"))
+        masked[dead] = revived
         return masked
 
     def _fallback(self, allowed: torch.Tensor, empty: torch.Tensor) -> None:
-        """Never leave a row without a token (it would turn the scores into NaN): allow EOS."""
+        """A row the grammar has no token for (a prompt that breaks it): allow EOS."""
         self.num_fallbacks += int(empty.sum())
         logger.warning_once(
             "MidiGrammarLogitsProcessor found no valid token for a row (its prompt may break the "

@@ -71,7 +71,7 @@ class MidiGenerationPipeline(Pipeline):
     def grammar(self) -> MidiGrammar:
         """The tokenizer's grammar, compiled once per pipeline."""
         if self._grammar is None:
-            self._grammar = MidiGrammar(self.tokenizer)
+            self._grammar = MidiGrammar.for_tokenizer(self.tokenizer)
         return self._grammar
 
     def __call__(self, inputs: Any = None, **kwargs: Any) -> Any:
