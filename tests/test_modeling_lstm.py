@@ -120,7 +120,7 @@ class TestMidiLSTM(CausalLMTesterMixin):
         def gradients(checkpointing: bool) -> dict[str, torch.Tensor]:
             model = self.make_model().train()
             if checkpointing:
-                model.gradient_checkpointing_enable()
+                model.activation_checkpointing_enable()
             model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
             return {n: p.grad for n, p in model.named_parameters()}
 
