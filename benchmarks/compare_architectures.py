@@ -59,12 +59,12 @@ class Budget:
     """Everything that sets the cost of the comparison."""
 
     parameters: int = 400_000
-    steps: int = 300
+    steps: int = 150
     batch_size: int = 16
     max_length: int = 256
     layers: int = 3
     learning_rate: float = 1e-3
-    eval_every: int = 60
+    eval_every: int = 30
     seeds: int = 3
     num_samples: int = 8
     max_new_tokens: int = 256
@@ -266,13 +266,14 @@ def run_once(
         for entry in history
         if "eval_loss" in entry
     ]
-    curve.append(
-        {
-            "step": budget.steps,
-            "eval_loss": metrics["eval_loss"],
-            "eval_accuracy": metrics["eval_accuracy"],
-        }
-    )
+    if not curve or curve[-1]["step"] != budget.steps:  # the final evaluation
+        curve.append(
+            {
+                "step": budget.steps,
+                "eval_loss": metrics["eval_loss"],
+                "eval_accuracy": metrics["eval_accuracy"],
+            }
+        )
     return {
         "variant": variant.name,
         "dataset": dataset,
@@ -365,6 +366,7 @@ def verdict(summary: dict[str, dict[str, Any]]) -> str:
 def plot_curves(runs: list[dict], path: Path, title: str) -> None:
     """Validation loss and accuracy against steps, mean ± std over seeds, one line per model."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -384,6 +386,11 @@ def plot_curves(runs: list[dict], path: Path, title: str) -> None:
         axis.set_xlabel("training step")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
+    axes[0].set_yscale("log")  # the first evaluations would flatten the end of the curves
+    low, high = axes[0].get_ylim()
+    axes[0].set_yticks(np.geomspace(low, high, 7))
+    axes[0].yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
+    axes[0].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[0].legend()
     figure.suptitle(title)
     figure.tight_layout()
