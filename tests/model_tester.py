@@ -68,6 +68,11 @@ class ModelTesterMixin:
     auto_class_name: str = "AutoModelForCausalLM"
     vocab_size: int = 61
     invalid_configs: list[tuple[dict, str]] = []
+    wrongly_typed_fields: tuple[tuple[str, object], ...] = (
+        ("hidden_size", "wide"),
+        ("use_cache", "yes"),
+    )
+    """Fields given a value of the wrong type, which the config must reject by name."""
 
     def get_config(self, **overrides):
         raise NotImplementedError
@@ -105,7 +110,7 @@ class ModelTesterMixin:
     def test_config_field_types_are_checked(self):
         # @strict only checks types when annotations are real objects: a config module with
         # `from __future__ import annotations` silently accepts these.
-        for field, value in (("hidden_size", "wide"), ("use_cache", "yes")):
+        for field, value in self.wrongly_typed_fields:
             with pytest.raises(Exception) as info:
                 self.get_config(**{field: value})
             assert field in str(info.value), (field, str(info.value))
