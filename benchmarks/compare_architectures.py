@@ -486,7 +486,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.from_json:
         results = json.loads(args.from_json.read_text())
-        print(report(results, args.output))
+        markdown = report(results, args.output)
+        args.output.with_suffix(".md").write_text(markdown)
+        print(markdown)
         return
     from midiformers.data_scripts import load_midi_dataset
     from midiformers.tokenization import MidiTokenizer
