@@ -59,12 +59,12 @@ class Budget:
     """Everything that sets the cost of the comparison."""
 
     parameters: int = 400_000
-    steps: int = 150
+    steps: int = 300
     batch_size: int = 16
     max_length: int = 256
     layers: int = 3
     learning_rate: float = 1e-3
-    eval_every: int = 30
+    eval_every: int = 60
     seeds: int = 3
     num_samples: int = 8
     max_new_tokens: int = 256
