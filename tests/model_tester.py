@@ -284,6 +284,30 @@ class CausalLMTesterMixin(ModelTesterMixin):
             losses.append(loss.item())
         assert losses[-1] < 0.5 * losses[0], losses
 
+    def continuation_kwargs(self, first) -> dict:
+        """Extra inputs a forward that continues from ``first``'s cache needs (none by default)."""
+        return {}
+
+    def test_past_key_values_alias_is_the_cache(self):
+        """``past_key_values=`` (the pre-5.x name) is the cache, with transformers' warning."""
+        model = self.make_model()
+        ids = random_ids(2, 10, self.vocab_size)
+
+        def next_logits(alias: bool) -> torch.Tensor:
+            with torch.no_grad():
+                first = model(input_ids=ids[:, :7], use_cache=True)
+                name = "past_key_values" if alias else "cache"
+                extra = {name: first.cache, **self.continuation_kwargs(first)}
+                return model(input_ids=ids[:, 7:], use_cache=True, **extra).logits
+
+        with pytest.warns(FutureWarning, match="past_key_values"):
+            via_alias = next_logits(alias=True)
+        via_cache = next_logits(alias=False)
+        torch.testing.assert_close(via_alias, via_cache)
+        with torch.no_grad():
+            fresh = model(input_ids=ids[:, 7:], use_cache=True).logits
+        assert not torch.allclose(via_alias, fresh, atol=1e-3), "the alias cache was ignored"
+
     # -------------------------------------------------------------- generation
 
     def test_greedy_cached_equals_uncached(self):

@@ -76,6 +76,9 @@ class TestMidiVAE(CausalLMTesterMixin):
         inputs["composer_labels"] = torch.arange(batch) % len(COMPOSERS)
         return inputs
 
+    def continuation_kwargs(self, first) -> dict:
+        return {"latent": first.latent, "composer_labels": first.composer_labels}
+
     def test_sdpa_and_eager_give_the_same_logits(self):
         sdpa = self.make_model()
         eager = self.make_model(attn_implementation="eager")

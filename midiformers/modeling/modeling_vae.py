@@ -20,6 +20,7 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
+from transformers.utils.deprecation import deprecate_kwarg
 
 from ._layers import (
     MidiFeedForward,
@@ -359,6 +360,7 @@ class MidiVAEModel(MidiVAEPreTrainedModel):
 
     # ------------------------------------------------------------------ forward
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -518,6 +520,7 @@ class MidiVAEForConditionalGeneration(MidiVAEPreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------ forward
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
