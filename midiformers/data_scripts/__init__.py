@@ -12,6 +12,10 @@ Corpora: ``jsb_chorales``, ``pop909``, ``maestro`` (downloaded, checksum-verifie
 ``bach_chorales``, ``music21_composers`` (offline, from music21's corpus) and
 ``midi_folder`` (your own files). Every example has ``id``, ``midi`` (the file's bytes),
 ``num_notes``, ``duration_seconds`` and corpus metadata (``composer`` where known).
+
+Every file goes through :func:`~midiformers.tokenization.load_score` before it becomes an
+example; unusable ones are skipped, summarised once per build in the log, and listed by
+``get_builder(...).skipped_files()`` / ``.skipped_by_category()`` after the build.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ from typing import Any
 
 import datasets
 
-from ._common import ChecksumError, MidiDatasetBuilder
+from ._common import (
+    ChecksumError,
+    MidiDatasetBuilder,
+    NoUsableFilesError,
+    read_skipped,
+    summarize_skipped,
+)
 from .bach_chorales import BachChorales, BachChoralesConfig
 from .export import save_as_parquet
 from .jsb_chorales import JsbChorales, JsbChoralesConfig
@@ -55,6 +65,7 @@ __all__ = [
     "MidiDatasetBuilder",
     "MidiFolder",
     "MidiFolderConfig",
+    "NoUsableFilesError",
     "Music21Composers",
     "Music21ComposersConfig",
     "PitchTranspose",
@@ -118,16 +129,15 @@ def load_midi_dataset(
     builder = get_builder(name, cache_dir=cache_dir, data_dir=data_dir, **config)
     builder.download_and_prepare(download_mode=download_mode, num_proc=num_proc)
     dataset = builder.as_dataset(split=split)
-    skipped = builder.skipped_files()
+    skipped = read_skipped(builder.cache_dir)
     counts = ", ".join(
         f"{split} {info.num_examples}" for split, info in builder.info.splits.items()
     )
     logger.info(
-        "Loaded %s (%s): %s pieces; %d source file(s) skipped%s",
+        "Loaded %s (%s): %s pieces; %s",
         name,
         builder.cache_dir,
         counts,
-        len(skipped),
-        "".join(f"\n  skipped {item['name']}: {item['reason']}" for item in skipped),
+        summarize_skipped(skipped) if skipped else "no source file skipped",
     )
     return dataset

@@ -4,7 +4,10 @@ Every builder in this folder is a ``datasets.GeneratorBasedBuilder`` subclass th
 from :class:`MidiDatasetBuilder`. That base class validates each MIDI file with
 :func:`midiformers.tokenization.load_score`, skips (and names) the bad ones instead of
 failing the whole build, and records them in the cached build so that a later load can still
-say how many were skipped.
+say how many were skipped (``builder.skipped_files()``, ``builder.skipped_by_category()``).
+A build logs one summary of its skipped files (counts by reason, the first names), leaves
+out a split whose files were all skipped, and fails with :class:`NoUsableFilesError` when
+nothing at all is usable.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 import os
 import random
 import sys
+from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -34,6 +38,69 @@ SPLITS = ("train", "validation", "test")
 
 class ChecksumError(ValueError):
     """A downloaded (or given) archive does not have the expected SHA-256."""
+
+
+class NoUsableFilesError(ValueError):
+    """A build found source files, but none of them could be used; says how many were
+    skipped and why."""
+
+
+# The first matching phrase of a skip reason names its category (checked in this order).
+_CATEGORY_PHRASES = (
+    ("the file is empty", "empty"),
+    ("truncated", "truncated"),
+    ("too short to be a midi file", "truncated"),
+    ("not a midi file", "not MIDI"),
+    ("no notes", "no notes"),
+    ("too large", "too large"),
+    ("implausibly long", "too long"),
+    ("smpte", "unsupported"),
+    ("corrupt", "corrupt"),
+    ("cannot read", "unreadable"),
+    ("cannot be read", "unreadable"),
+    ("no such file", "missing"),
+    ("missing from", "missing"),
+)
+
+DUPLICATE = "duplicate"
+"""Category of a path dropped because it is the same file as one already kept."""
+
+
+def skip_category(reason: str) -> str:
+    """A short category for a skip reason (``"truncated"``, ``"not MIDI"``, ...), for counts."""
+    text = reason.lower()
+    for phrase, category in _CATEGORY_PHRASES:
+        if phrase in text:
+            return category
+    return "other"
+
+
+def summarize_skipped(
+    records: Sequence[dict[str, str]], max_names: int = 5, with_reasons: bool = False
+) -> str:
+    """One line about skipped files: counts by category and the first few names (with their
+    reasons if ``with_reasons``), e.g.
+    ``"5 source file(s) skipped (3 truncated, 2 not MIDI): a.mid, b.mid, ... and 2 more"``.
+    Duplicates (the same piece under a second name) are counted apart."""
+    bad = [r for r in records if r.get("category") != DUPLICATE]
+    duplicates = len(records) - len(bad)
+    parts = []
+    if bad or not duplicates:
+        counts = Counter(r.get("category") or skip_category(r["reason"]) for r in bad)
+        text = f"{len(bad)} source file(s) skipped"
+        if counts:
+            text += " (" + ", ".join(f"{n} {c}" for c, n in counts.most_common()) + ")"
+        if bad:
+            names = ", ".join(
+                f"{r['name']} ({r['reason']})" if with_reasons else r["name"]
+                for r in bad[:max_names]
+            )
+            more = len(bad) - max_names
+            text += f": {names}" + (f" and {more} more" if more > 0 else "")
+        parts.append(text)
+    if duplicates:
+        parts.append(f"{duplicates} duplicate(s) of files already included dropped")
+    return "; ".join(parts)
 
 
 def base_features(**extra: datasets.features.FeatureType) -> datasets.Features:
@@ -197,20 +264,28 @@ class MidiDatasetBuilder(datasets.GeneratorBasedBuilder):
         super().__init__(*args, **kwargs)
 
     def _make_example(
-        self, example_id: str, data: bytes, source_name: str | None = None, **metadata: Any
+        self,
+        example_id: str,
+        data: bytes,
+        source_name: str | None = None,
+        stats: MidiStats | None = None,
+        **metadata: Any,
     ) -> dict | None:
         """Validate and measure one MIDI file; ``None`` (recorded as skipped) if unusable.
 
         ``source_name`` (default: the id) is how the file is named if it is skipped.
+        ``stats`` are measurements of exactly these bytes made earlier with
+        :func:`inspect_midi` (which then is not run again).
         """
         from ..tokenization import MidiFileError
 
         name = source_name or example_id
-        try:
-            stats = inspect_midi(data, name)
-        except MidiFileError as error:
-            self._record_skip(name, error.reason)
-            return None
+        if stats is None:
+            try:
+                stats = inspect_midi(data, name)
+            except MidiFileError as error:
+                self._record_skip(name, error.reason, getattr(error, "category", None))
+                return None
         return {
             "id": example_id,
             "midi": data,
@@ -219,13 +294,17 @@ class MidiDatasetBuilder(datasets.GeneratorBasedBuilder):
             **metadata,
         }
 
-    def _record_skip(self, name: str, reason: str) -> None:
-        """Log a skipped source file and append it to the build's skip record."""
-        logger.warning("%s: skipping %s: %s", self.name, name, reason)
-        if not os.path.isdir(self._output_dir):  # e.g. streaming: nothing is being built
+    def _record_skip(self, name: str, reason: str, category: str | None = None) -> None:
+        """Record a skipped source file in the build's skip record; the build logs one
+        summary at the end (see :func:`summarize_skipped`)."""
+        category = category or skip_category(reason)
+        if not os.path.isdir(self._output_dir):  # e.g. streaming: no record, no summary
+            logger.warning("%s: skipping %s: %s", self.name, name, reason)
             return
+        logger.debug("%s: skipping %s: %s", self.name, name, reason)
         path = os.path.join(self._output_dir, SKIPPED_FILE_NAME)
-        line = json.dumps({"name": name, "reason": reason}, ensure_ascii=False) + "\n"
+        record = {"name": name, "reason": reason, "category": category}
+        line = json.dumps(record, ensure_ascii=False) + "\n"
         # One short append per line: safe when several worker processes build shards.
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(line)
@@ -240,23 +319,60 @@ class MidiDatasetBuilder(datasets.GeneratorBasedBuilder):
         return super()._prepare_split(split_generator, **kwargs)
 
     def _download_and_prepare(self, dl_manager, verification_mode, **prepare_split_kwargs):
+        # A build interrupted earlier may have left its record in the reused temporary folder.
+        stale = os.path.join(self._output_dir, SKIPPED_FILE_NAME)
+        if os.path.exists(stale):
+            os.remove(stale)
         super()._download_and_prepare(dl_manager, verification_mode, **prepare_split_kwargs)
+        skipped = read_skipped(self._output_dir)
+        self._drop_empty_splits(skipped)
         counts = ", ".join(
             f"{name} {split.num_examples}" for name, split in self.info.splits.items()
         )
-        skipped = read_skipped(self._output_dir)
-        logger.info(
-            "Built %s/%s: %s pieces; %d source file(s) skipped%s",
-            self.name,
-            self.config.name,
-            counts,
-            len(skipped),
-            "" if not skipped else " (" + ", ".join(item["name"] for item in skipped[:10]) + ")",
-        )
+        message = f"Built {self.name}/{self.config.name}: {counts} pieces"
+        if skipped:
+            logger.warning("%s; %s", message, summarize_skipped(skipped))
+        else:
+            logger.info("%s; no source file skipped", message)
+
+    def _drop_empty_splits(self, skipped: list[dict[str, str]]) -> None:
+        """Leave out splits without examples (``as_dataset`` cannot read them); fail clearly
+        when nothing at all could be used."""
+        empty = [name for name, split in self.info.splits.items() if not split.num_examples]
+        if len(empty) == len(self.info.splits):
+            why = summarize_skipped(skipped) if skipped else "no source file was selected"
+            raise NoUsableFilesError(
+                f"{self.name}: no usable piece in {self._source_description()}: {why}"
+            )
+        for name in empty:
+            logger.warning(
+                "%s: the %s split has no usable piece (its source files were all skipped); "
+                "it is left out",
+                self.name,
+                name,
+            )
+            del self.info.splits[name]
+
+    def _source_description(self) -> str:
+        """How error messages name where the corpus came from."""
+        source = getattr(self.config, "source", None) or self.config.data_dir
+        return repr(source) if source else "the corpus"
 
     def skipped_files(self) -> list[dict[str, str]]:
         """The files skipped when this (cached) build was made: ``[{"name", "reason"}]``."""
-        return read_skipped(self.cache_dir)
+        return [
+            {"name": item["name"], "reason": item["reason"]}
+            for item in read_skipped(self.cache_dir)
+        ]
+
+    def skipped_by_category(self) -> dict[str, list[str]]:
+        """The names of the skipped files by category (``"truncated"``, ``"not MIDI"``,
+        ``"duplicate"``, ...), from the skip record of this (cached) build."""
+        result: dict[str, list[str]] = {}
+        for item in read_skipped(self.cache_dir):
+            category = item.get("category") or skip_category(item["reason"])
+            result.setdefault(category, []).append(item["name"])
+        return result
 
 
 def read_skipped(directory: str) -> list[dict[str, str]]:
@@ -265,7 +381,8 @@ def read_skipped(directory: str) -> list[dict[str, str]]:
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        records = [json.loads(line) for line in handle if line.strip()]
+    return sorted(records, key=lambda record: record["name"])  # workers append in any order
 
 
 def resolve_source(

@@ -74,32 +74,44 @@ def stream_to_midi_bytes(score, name: str) -> bytes:
     """
     music21 = require_music21()
     try:
-        return _export(music21, score)
+        return _export(music21, score, name)
     except music21.repeat.ExpanderException as error:
         removed = strip_repeats(score)
         logger.info("%s: %s; retrying without its %d repeat mark(s)", name, error, removed)
+    except Music21ConversionError:
+        raise
     except Exception as error:  # music21 raises many exception types on odd scores
         raise Music21ConversionError(
             name, f"MIDI export failed ({type(error).__name__}: {error})"
         ) from None
     try:
-        return _export(music21, score)
+        return _export(music21, score, name)
+    except Music21ConversionError:
+        raise
     except Exception as error:
         raise Music21ConversionError(
             name, f"MIDI export failed even without repeats ({type(error).__name__}: {error})"
         ) from None
 
 
-def _export(music21, score) -> bytes:
-    return drop_empty_tracks(music21.midi.translate.streamToMidiFile(score).writestr())
+def _export(music21, score, name: str) -> bytes:
+    return drop_empty_tracks(music21.midi.translate.streamToMidiFile(score).writestr(), name)
 
 
-def drop_empty_tracks(data: bytes) -> bytes:
+def drop_empty_tracks(data: bytes, name: str = "<music21 export>") -> bytes:
     """Remove the note-less track music21 adds (a conductor track named after the first
-    part), so every track of the file is a voice."""
-    import symusic
+    part), so every track of the file is a voice.
 
-    score = symusic.Score.from_midi(data)
+    Raises:
+        Music21ConversionError: music21 wrote bytes that :func:`load_score` rejects.
+    """
+    from ..tokenization import MidiFileError, load_score
+
+    try:
+        score = load_score(data, name=name)
+    except MidiFileError as error:
+        reason = f"music21 wrote unreadable MIDI ({error.reason})"
+        raise Music21ConversionError(name, reason) from None
     if all(track.note_num() > 0 for track in score.tracks):
         return data
     cleaned = score.copy()

@@ -115,7 +115,7 @@ class BachChorales(MidiDatasetBuilder):
             try:
                 data = corpus_file_to_midi(path)
             except Music21ConversionError as error:
-                self._record_skip(path, error.reason)
+                self._record_skip(path, error.reason, "conversion failed")
                 continue
             example = self._make_example(
                 example_id,

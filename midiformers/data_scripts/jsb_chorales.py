@@ -261,7 +261,8 @@ class JsbChorales(MidiDatasetBuilder):
             example_id = f"{SPLIT_NAMES[source_split]}-{index:03d}"
             bad = [p for step in steps for p in step if not 0 <= p <= 127]
             if bad:
-                self._record_skip(example_id, f"pitch {bad[0]} is outside the MIDI range 0-127")
+                reason = f"pitch {bad[0]} is outside the MIDI range 0-127"
+                self._record_skip(example_id, reason, "invalid data")
                 continue
             data, num_tracks = piano_roll_to_midi(steps, self.config)
             example = self._make_example(

@@ -267,15 +267,16 @@ class Maestro(MidiDatasetBuilder):
         name = row["midi_filename"]
         composer = row["canonical_composer"]
         if composer not in COMPOSERS:
-            self._record_skip(name, f"composer {composer!r} is not a MAESTRO v3.0.0 composer name")
+            reason = f"composer {composer!r} is not a MAESTRO v3.0.0 composer name"
+            self._record_skip(name, reason, "invalid data")
             return None
         try:
             data = archive.read(archive.root + name)
         except (KeyError, FileNotFoundError):
-            self._record_skip(name, "listed in the CSV but missing from the archive")
+            self._record_skip(name, "listed in the CSV but missing from the archive", "missing")
             return None
         except (OSError, zipfile.BadZipFile) as error:  # e.g. a bad CRC in one member
-            self._record_skip(name, f"cannot be read from the archive ({error})")
+            self._record_skip(name, f"cannot be read from the archive ({error})", "unreadable")
             return None
         return self._make_example(
             os.path.splitext(name)[0],

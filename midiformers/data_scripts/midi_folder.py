@@ -1,8 +1,20 @@
 """Any folder (or glob) of MIDI files as a dataset, the way ``imagefolder`` works for images.
 
+* Files: ``path`` is a folder (searched recursively), a glob pattern (``"songs/**/*.mid"``)
+  or one MIDI file. Symbolic links are followed, wherever they lead, but each real file
+  becomes one example however many names reach it, link loops end the walk of that branch,
+  and hidden names (``.x``) are ignored. Dangling links and link loops are reported with the
+  bad files (see :meth:`~MidiDatasetBuilder.skipped_by_category`).
+* Validation: every file goes through :func:`~midiformers.tokenization.load_score` before
+  the split; unusable files are skipped and reported once per build (counts by reason and
+  the first names), files with the very same bytes as another are dropped as duplicates
+  (``deduplicate=False`` keeps them), and a folder without any usable file is an error
+  that says why each file was skipped.
 * Splits: when every file sits under a ``train/``, ``validation/`` (or ``valid/``, ``val/``,
-  ``dev/``) or ``test/`` folder, those are the splits; otherwise a seeded shuffle cuts
-  train / validation / test (stratified by label when there are labels).
+  ``dev/``) or ``test/`` folder, those are the splits; otherwise a seeded shuffle of the
+  usable files cuts train / validation / test (stratified by label when there are labels).
+  Validation and test get ``round(n * ratio)`` files, at least one each from three files
+  on: a single file, or two, all go to ``train``.
 * Labels: when every file sits in a sub-folder (below the split folder, if any), the name
   of its parent folder becomes ``label``, a ``ClassLabel`` (``composers/bach/x.mid`` gets
   ``bach``). ``drop_labels=True`` turns this off.
@@ -10,20 +22,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 
 import datasets
+from datasets.utils import tqdm as hf_tqdm
 
 from ._common import (
+    DUPLICATE,
+    SPLITS,
     MidiDatasetBuilder,
+    MidiStats,
+    NoUsableFilesError,
     base_features,
+    inspect_midi,
     seeded_split,
+    skip_category,
     source_hash,
     stratified_split,
+    summarize_skipped,
 )
+from ._walk import FoundFile, Problem, WalkResult, find_files, link_problem, split_pattern
+
+logger = logging.getLogger(__name__)
 
 MIDI_EXTENSIONS = (".mid", ".midi", ".kar", ".smf")
 SPLIT_FOLDERS = {
@@ -43,9 +68,12 @@ class MidiFolderConfig(datasets.BuilderConfig):
     """Options of the ``midi_folder`` builder.
 
     Args:
-        path: a folder (searched recursively) or a glob pattern such as ``"songs/**/*.mid"``;
-            ``data_dir`` is used when ``path`` is not given.
+        path: a folder (searched recursively), a glob pattern such as
+            ``"songs/**/*.mid"``, or a single MIDI file; ``data_dir`` is used when ``path``
+            is not given.
         drop_labels: never add a ``label`` column.
+        deduplicate: drop a file whose bytes equal those of another file (the one first in
+            name order is kept), so that copies of a piece cannot land in two splits.
         seed: seed of the split when the files are not in split folders.
         validation_ratio: share of files in the validation split (seeded split only).
         test_ratio: share of files in the test split (seeded split only).
@@ -53,6 +81,7 @@ class MidiFolderConfig(datasets.BuilderConfig):
 
     path: str | None = None
     drop_labels: bool = False
+    deduplicate: bool = True
     seed: int = 42
     validation_ratio: float = 0.1
     test_ratio: float = 0.1
@@ -64,88 +93,166 @@ class _File:
     relative: str  # to the root, with "/" separators
     split: str | None
     label: str | None
+    size: int = 0
 
 
-def _root_and_files(pattern_or_dir: str) -> tuple[str, list[str]]:
-    """The folder the relative names start from, and the MIDI files found."""
-    expanded = os.path.expanduser(pattern_or_dir)
-    if glob.has_magic(expanded):
-        root = expanded
-        while glob.has_magic(root):
-            root = os.path.dirname(root)
-        found = glob.glob(expanded, recursive=True)
-    elif os.path.isdir(expanded):
-        root = expanded
-        found = [
-            os.path.join(folder, name)
-            for folder, _dirs, names in os.walk(expanded)
-            for name in names
+@dataclass(frozen=True)
+class _Piece:
+    """A file that passed :func:`inspect_midi`, with the digest of the bytes checked."""
+
+    file: _File
+    sha256: str
+    stats: MidiStats
+
+
+@dataclass
+class FolderScan:
+    """The MIDI files of a folder, file or glob, and what was left out while finding them."""
+
+    location: str
+    drop_labels: bool
+    root: str
+    files: list[_File]
+    problems: list[Problem]
+    duplicates: list[tuple[str, str]]  # (dropped name, kept name): one real file, two names
+    folders_walked: int = 0
+    folder_links_not_followed: int = 0
+
+    def skip_records(self) -> list[dict[str, str]]:
+        """The problems and duplicate names, as skip records (``name``, ``reason``,
+        ``category``)."""
+        records = [
+            {"name": p.name, "reason": p.reason, "category": p.category} for p in self.problems
         ]
-    else:
-        raise FileNotFoundError(f"midi_folder: {pattern_or_dir!r} is neither a folder nor a glob")
-    files = sorted(
-        path for path in found if os.path.isfile(path) and path.lower().endswith(MIDI_EXTENSIONS)
+        records += [
+            {
+                "name": dropped,
+                "reason": f"the same file as {kept} (reached again through a link)",
+                "category": DUPLICATE,
+            }
+            for dropped, kept in self.duplicates
+        ]
+        return records
+
+
+def _find(location: str) -> WalkResult:
+    """Walk a folder, take a single file, or walk the fixed part of a glob pattern."""
+    expanded = os.path.expanduser(location)
+    if os.path.isdir(expanded):
+        return find_files(expanded, MIDI_EXTENSIONS)
+    if os.path.isfile(expanded):  # one file, whatever its extension: the user named it
+        root, name = os.path.split(expanded)
+        found = FoundFile(expanded, name, os.stat(expanded).st_size)
+        return WalkResult(root=root or ".", files=[found])
+    if os.path.lexists(expanded):
+        problem = link_problem(expanded, location)
+        reason = problem.reason if problem.category != "unreadable" else "not a regular file"
+        raise FileNotFoundError(f"midi_folder: path {location!r} cannot be used: {reason}")
+    if glob.has_magic(expanded):
+        root, pattern = split_pattern(expanded)
+        if not os.path.isdir(root):
+            return WalkResult(root=root)
+        return find_files(root, MIDI_EXTENSIONS, pattern)
+    raise FileNotFoundError(
+        f"midi_folder: {location!r} does not exist (expected a folder, a MIDI file or a "
+        "glob pattern such as 'songs/**/*.mid')"
     )
-    return root or ".", files
 
 
-def scan_midi_folder(pattern_or_dir: str, drop_labels: bool = False) -> list[_File]:
-    """List the MIDI files with their split folder and label (``None`` where absent)."""
-    root, paths = _root_and_files(pattern_or_dir)
-    if not paths:
+def scan_midi_folder(pattern_or_dir: str, drop_labels: bool = False) -> FolderScan:
+    """Find the MIDI files with their split folder and label (``None`` where absent).
+
+    Symbolic links are followed (to anywhere), each real file is listed once, and dangling
+    links, link loops and unreadable folders are reported in ``problems``.
+
+    Raises:
+        FileNotFoundError: the location does not exist, or holds no MIDI file.
+    """
+    walk = _find(pattern_or_dir)
+    scan = FolderScan(
+        location=pattern_or_dir,
+        drop_labels=drop_labels,
+        root=walk.root,
+        files=[],
+        problems=walk.problems,
+        duplicates=walk.duplicates,
+        folders_walked=walk.folders_walked,
+        folder_links_not_followed=walk.folder_links_not_followed,
+    )
+    if not walk.files:
+        found = f": {summarize_skipped(scan.skip_records())}" if scan.skip_records() else ""
         raise FileNotFoundError(
-            f"midi_folder: no MIDI files ({', '.join(MIDI_EXTENSIONS)}) found in {pattern_or_dir!r}"
+            f"midi_folder: no MIDI files ({', '.join(MIDI_EXTENSIONS)}) found in "
+            f"{pattern_or_dir!r}{found}"
         )
-    relatives = [os.path.relpath(path, root).replace(os.sep, "/") for path in paths]
-    parts = [relative.split("/") for relative in relatives]
+    parts = [found.relative.split("/") for found in walk.files]
     # Split folders only when every file is in one; otherwise "valid/" may well be a label.
     use_splits = all(len(p) > 1 and p[0].lower() in SPLIT_FOLDERS for p in parts)
-    files = []
-    for path, relative, pieces in zip(paths, relatives, parts):
+    for found, pieces in zip(walk.files, parts):
         split = None
         if use_splits:
             split = SPLIT_FOLDERS[pieces[0].lower()]
             pieces = pieces[1:]
         label = pieces[-2] if len(pieces) > 1 else None
-        files.append(_File(path, relative, split, label))
-    if drop_labels or any(file.label is None for file in files):
-        files = [_File(f.path, f.relative, f.split, None) for f in files]
-    return files
+        scan.files.append(_File(found.path, found.relative, split, label, found.size))
+    if drop_labels or any(file.label is None for file in scan.files):
+        scan.files = [dataclasses.replace(file, label=None) for file in scan.files]
+    return scan
 
 
-def folder_fingerprint(pattern_or_dir: str) -> str:
-    """A hash of the file names, sizes and modification times: a changed folder is rebuilt."""
+def folder_fingerprint(scan: FolderScan | str) -> str:
+    """A hash of the file names, sizes and modification times (and of the problems found):
+    a changed folder is rebuilt."""
+    if isinstance(scan, str):
+        scan = scan_midi_folder(scan)
     digest = hashlib.sha256()
-    _root, paths = _root_and_files(pattern_or_dir)
-    for path in paths:
-        stat = os.stat(path)
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    for file in scan.files:
+        info = os.stat(file.path)
+        digest.update(f"{file.relative}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    for record in scan.skip_records():
+        digest.update(f"{record['name']}\0{record['reason']}\n".encode())
     return digest.hexdigest()[:16]
 
 
 class MidiFolder(MidiDatasetBuilder):
     """A folder of MIDI files, with labels and splits from its sub-folders."""
 
-    VERSION = datasets.Version("1.0.0")
+    VERSION = datasets.Version("1.1.0")
     BUILDER_CONFIG_CLASS = MidiFolderConfig
 
     def __init__(self, *args, **kwargs):
         location = kwargs.get("path") or kwargs.get("data_dir")
         if location is not None and "hash" not in kwargs:
-            kwargs["hash"] = source_hash(type(self)) + "-" + folder_fingerprint(location)
+            scan = scan_midi_folder(location, kwargs.get("drop_labels", False))
+            self._folder_scan = scan
+            kwargs["hash"] = source_hash(type(self)) + "-" + folder_fingerprint(scan)
         super().__init__(*args, **kwargs)
 
     def _location(self) -> str:
         location = self.config.path or self.config.data_dir
         if location is None:
-            raise ValueError("midi_folder: give `path=` (a folder or a glob) or `data_dir=`")
+            raise ValueError(
+                "midi_folder: give `path=` (a folder, a MIDI file or a glob) or `data_dir=`"
+            )
         return location
 
-    def _files(self) -> list[_File]:
-        return scan_midi_folder(self._location(), self.config.drop_labels)
+    def _source_description(self) -> str:
+        return repr(self._location())
+
+    def _scan(self) -> FolderScan:
+        """The scan the cache fingerprint was computed from (made once per builder)."""
+        scan = getattr(self, "_folder_scan", None)
+        if (
+            scan is None
+            or scan.location != self._location()
+            or scan.drop_labels != self.config.drop_labels
+        ):
+            scan = scan_midi_folder(self._location(), self.config.drop_labels)
+            self._folder_scan = scan
+        return scan
 
     def _info(self) -> datasets.DatasetInfo:
-        labels = sorted({file.label for file in self._files() if file.label is not None})
+        labels = sorted({file.label for file in self._scan().files if file.label is not None})
         extra = {"label": datasets.ClassLabel(names=labels)} if labels else {}
         return datasets.DatasetInfo(
             description=f"MIDI files from {self._location()}",
@@ -153,47 +260,106 @@ class MidiFolder(MidiDatasetBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        files = self._files()
-        if files[0].split is not None:
-            parts = {
-                split: [f for f in files if f.split == split]
-                for split in ("train", "validation", "test")
-            }
-            parts = {split: items for split, items in parts.items() if items}
-        elif files[0].label is not None:
-            parts = stratified_split(
-                files,
-                [f.label for f in files],
-                self.config.seed,
-                self.config.validation_ratio,
-                self.config.test_ratio,
+        scan = self._scan()
+        logger.info(
+            "midi_folder: %d MIDI file(s) in %r (%d folder(s) walked, %d folder link(s) not "
+            "followed: loops or folders walked already)",
+            len(scan.files),
+            scan.location,
+            scan.folders_walked,
+            scan.folder_links_not_followed,
+        )
+        records = scan.skip_records()
+        for record in records:
+            self._record_skip(**record)
+        pieces = self._usable_pieces(scan.files, records)
+        if not pieces:
+            raise NoUsableFilesError(
+                f"midi_folder: no readable MIDI file in {scan.location!r}: "
+                f"{summarize_skipped(records, with_reasons=True)}"
             )
-        else:
-            parts = seeded_split(
-                files, self.config.seed, self.config.validation_ratio, self.config.test_ratio
-            )
+        parts = self._split(pieces)
         return [
             datasets.SplitGenerator(
-                name=split, gen_kwargs={"files": sorted(items, key=lambda f: f.relative)}
+                name=split, gen_kwargs={"pieces": sorted(items, key=lambda p: p.file.relative)}
             )
             for split, items in parts.items()
             if items or split == "train"
         ]
 
-    def _generate_examples(self, files: list[_File]):
+    def _usable_pieces(self, files: list[_File], records: list[dict[str, str]]) -> list[_Piece]:
+        """Validate every file before splitting, so that the ratios apply to usable files and
+        no split ends up empty because its files were broken. With ``deduplicate``, a file
+        whose bytes equal an earlier one's (in name order) is dropped as a duplicate."""
+        from ..tokenization import DEFAULT_MAX_FILE_SIZE, MidiFileError
+
+        pieces: list[_Piece] = []
+        first_with: dict[str, str] = {}
+        for file in hf_tqdm(files, desc="Checking MIDI files", unit=" files"):
+            skip = None
+            if file.size > DEFAULT_MAX_FILE_SIZE:
+                skip = (
+                    f"file too large ({file.size / 2**20:.1f} MiB > "
+                    f"{DEFAULT_MAX_FILE_SIZE / 2**20:.1f} MiB)",
+                    "too large",
+                )
+            else:
+                try:
+                    data = _read(file.path)
+                    stats = inspect_midi(data, file.relative)
+                except OSError as error:
+                    skip = (f"cannot read the file ({error.strerror or error})", "unreadable")
+                except MidiFileError as error:
+                    skip = (error.reason, getattr(error, "category", None))
+            if skip is None:
+                digest = hashlib.sha256(data).hexdigest()
+                if self.config.deduplicate and digest in first_with:
+                    skip = (f"the same bytes as {first_with[digest]}", DUPLICATE)
+                first_with.setdefault(digest, file.relative)
+            if skip is not None:
+                reason, category = skip
+                category = category or skip_category(reason)
+                self._record_skip(file.relative, reason, category)
+                records.append({"name": file.relative, "reason": reason, "category": category})
+                continue
+            pieces.append(_Piece(file, digest, stats))
+        return pieces
+
+    def _split(self, pieces: list[_Piece]) -> dict[str, list[_Piece]]:
+        config = self.config
+        if pieces[0].file.split is not None:
+            parts = {split: [p for p in pieces if p.file.split == split] for split in SPLITS}
+            return {split: items for split, items in parts.items() if items}
+        if pieces[0].file.label is not None:
+            labels = [p.file.label for p in pieces]
+            return stratified_split(
+                pieces, labels, config.seed, config.validation_ratio, config.test_ratio
+            )
+        return seeded_split(pieces, config.seed, config.validation_ratio, config.test_ratio)
+
+    def _generate_examples(self, pieces: list[_Piece]):
         has_labels = "label" in self.info.features
-        for file in files:
+        for piece in pieces:
+            file = piece.file
             try:
-                with open(file.path, "rb") as handle:
-                    data = handle.read()
+                data = _read(file.path)
             except OSError as error:
                 self._record_skip(
                     file.relative, f"cannot read the file ({error.strerror or error})"
                 )
                 continue
+            # Checked before the split; measured again only if the file changed since.
+            same = hashlib.sha256(data).hexdigest() == piece.sha256
             metadata = {"source_path": file.relative}
             if has_labels:
                 metadata["label"] = file.label
-            example = self._make_example(file.relative, data, **metadata)
+            example = self._make_example(
+                file.relative, data, stats=piece.stats if same else None, **metadata
+            )
             if example is not None:
                 yield example["id"], example
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()

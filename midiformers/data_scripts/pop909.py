@@ -255,7 +255,9 @@ class Pop909(MidiDatasetBuilder):
             try:
                 data = corpus.read(member)
             except (OSError, zipfile.BadZipFile) as error:  # e.g. a bad CRC in one member
-                self._record_skip(member, f"cannot be read from the archive ({error})")
+                self._record_skip(
+                    member, f"cannot be read from the archive ({error})", "unreadable"
+                )
                 continue
             if self.config.tracks is not None:
                 from ..tokenization import MidiFileError
