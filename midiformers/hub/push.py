@@ -8,13 +8,61 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from huggingface_hub import DatasetCard, DatasetCardData, HfApi
+from huggingface_hub import DatasetCard, DatasetCardData, HfApi, get_token
+from huggingface_hub.utils import filter_repo_objects
 
 from .model_card import TAGS, make_model_card
 
 if TYPE_CHECKING:
     import datasets
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+UPLOAD_IGNORE = (
+    "checkpoint-*",
+    "checkpoint-*/**",
+    "incomplete-checkpoints/**",
+    "runs/**",
+    "training_args.bin",
+    "*/training_args.bin",
+    "*.pt",
+    "*.pth",
+    "*.pkl",
+    "*.pickle",
+)
+"""What :func:`push_folder` never uploads: training checkpoints, TensorBoard runs, and pickles
+(``training_args.bin``, optimizer and RNG state), which run code when loaded."""
+
+
+def _uploaded_files(folder: Path) -> list[Path]:
+    """The files of ``folder`` that an upload with :data:`UPLOAD_IGNORE` sends."""
+    relative = [path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()]
+    kept = filter_repo_objects(relative, ignore_patterns=list(UPLOAD_IGNORE))
+    return [folder / name for name in sorted(kept)]
+
+
+def _contains(path: Path, needle: bytes, chunk_size: int = 1 << 22) -> bool:
+    """Whether the bytes of ``path`` contain ``needle`` (read in chunks that overlap)."""
+    tail = b""
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_size):
+            if needle in tail + chunk:
+                return True
+            tail = chunk[-(len(needle) - 1) :]
+    return False
+
+
+def _refuse_secrets(folder: Path, token: str | None) -> None:
+    """Stop an upload that would publish the Hub token (the given one or the logged-in one)."""
+    secret = token if isinstance(token, str) else get_token()
+    if not secret or len(secret) < 8:
+        return
+    for path in _uploaded_files(folder):
+        if _contains(path, secret.encode()):
+            raise ValueError(
+                f"{path} contains your Hub token; refusing to upload {folder} (delete the file "
+                "or the token from it, and revoke the token if it was ever published)"
+            )
 
 
 def push_folder(
@@ -26,20 +74,32 @@ def push_folder(
     commit_message: str = "Upload with midiformers",
     repo_type: str = "model",
 ) -> str:
-    """Create ``repo_id`` if needed and upload ``folder`` (a saved model, dataset or Space)."""
+    """Create ``repo_id`` if needed and upload ``folder`` (a saved model, dataset or Space).
+
+    Checkpoints, logs and pickles stay local (:data:`UPLOAD_IGNORE`); a file holding the Hub
+    token stops the upload. With ``private=True`` the repo is created private, and an
+    existing public repo is refused rather than published to.
+    """
     if not repo_id:
         raise ValueError("push needs a repo id such as 'you/midi-gpt' (--hub_model_id)")
+    folder = Path(folder)
+    _refuse_secrets(folder, token)
     api = HfApi(token=token)
     space_sdk = "gradio" if repo_type == "space" else None  # the Hub requires one for Spaces
     api.create_repo(
         repo_id, repo_type=repo_type, private=private, exist_ok=True, space_sdk=space_sdk
     )
+    if private and api.repo_info(repo_id, repo_type=repo_type).private is False:
+        raise ValueError(
+            f"{repo_id} already exists and is public; refusing to upload with private=True "
+            "(make it private on the Hub first, or push with private=False)"
+        )
     commit = api.upload_folder(
         repo_id=repo_id,
         folder_path=str(folder),
         repo_type=repo_type,
         commit_message=commit_message,
-        ignore_patterns=["checkpoint-*", "checkpoint-*/**", "runs/**"],
+        ignore_patterns=list(UPLOAD_IGNORE),
     )
     return str(commit.commit_url if hasattr(commit, "commit_url") else commit)
 

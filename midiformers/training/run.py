@@ -27,7 +27,6 @@ from transformers import (
     default_data_collator,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from .arguments import (
     MODEL_TYPES,
@@ -39,6 +38,7 @@ from .arguments import (
     parse_recipe,
 )
 from .callbacks import MidiSampleCallback, plot_history
+from .checkpoints import checkpoint_problem, last_complete_checkpoint
 from .metrics import argmax_logits, causal_lm_metrics, classification_metrics, perplexity
 
 logger = logging.getLogger("midiformers.train")
@@ -287,11 +287,20 @@ def collator_for(task: Task, tokenizer):
 
 
 def _resume_checkpoint(train_args: MidiTrainingArguments) -> str | None:
+    """The checkpoint to resume from: the one asked for (which must be complete), else the
+    newest complete one in ``output_dir``; incomplete ones are set aside by the main process."""
     if train_args.resume_from_checkpoint:
-        return train_args.resume_from_checkpoint
+        path = train_args.resume_from_checkpoint
+        problem = checkpoint_problem(path)
+        if problem:
+            raise RecipeError(f"resume_from_checkpoint: cannot resume from {path} ({problem})")
+        return path
     if train_args.overwrite_output_dir or not os.path.isdir(train_args.output_dir):
         return None
-    last = get_last_checkpoint(train_args.output_dir)
+    with train_args.main_process_first(
+        local=train_args.save_on_each_node, desc="checking checkpoints"
+    ):
+        last = last_complete_checkpoint(train_args.output_dir, set_aside=train_args.should_save)
     if last:
         logger.info("Resuming from %s (pass --overwrite_output_dir to start afresh)", last)
     return last
@@ -343,6 +352,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     _setup_logging(train_args)
     model_type = resolve_model_type(model_args.model_type)
     task = task_for(model_type)
+    if train_args.push_to_hub and not train_args.hub_model_id:
+        raise RecipeError("push_to_hub needs hub_model_id, the repo to create (e.g. you/midi-gpt)")
+    resume_from = _resume_checkpoint(train_args)
     logger.info("Recipe %s: %s on %s", recipe, model_type, data_args.dataset_name)
     set_seed(train_args.seed)
 
@@ -390,7 +402,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         callbacks=callbacks,
         causal=task.name == "causal",
     )
-    result = trainer.train(resume_from_checkpoint=_resume_checkpoint(train_args))
+    result = trainer.train(resume_from_checkpoint=resume_from)
     metrics = {**result.metrics, **trainer.evaluate()}
     output_dir = write_artefacts(
         trainer, tokenizer, (model_args, data_args, tok_args, train_args, model_type), metrics
@@ -399,7 +411,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if push_to_hub:
             from midiformers.hub import push_folder
 
-            url = push_folder(output_dir, train_args.hub_model_id, token=train_args.hub_token)
+            url = push_folder(
+                output_dir,
+                train_args.hub_model_id,
+                token=train_args.hub_token,
+                private=bool(train_args.hub_private_repo),
+            )
             logger.info("Pushed to %s", url)
         summary = ", ".join(
             f"{key} {metrics[key]:.4g}"
