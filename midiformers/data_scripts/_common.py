@@ -282,7 +282,7 @@ class MidiDatasetBuilder(datasets.GeneratorBasedBuilder):
         name = source_name or example_id
         if stats is None:
             try:
-                stats = inspect_midi(data, name)
+                stats = self._inspect(data, name)
             except MidiFileError as error:
                 self._record_skip(name, error.reason, getattr(error, "category", None))
                 return None
@@ -293,6 +293,11 @@ class MidiDatasetBuilder(datasets.GeneratorBasedBuilder):
             "duration_seconds": stats.duration_seconds,
             **metadata,
         }
+
+    @staticmethod
+    def _inspect(data: bytes, name: str) -> MidiStats:
+        """:func:`inspect_midi`, the one place where builders parse MIDI bytes."""
+        return inspect_midi(data, name)
 
     def _record_skip(self, name: str, reason: str, category: str | None = None) -> None:
         """Record a skipped source file in the build's skip record; the build logs one

@@ -39,7 +39,6 @@ from ._common import (
     MidiStats,
     NoUsableFilesError,
     base_features,
-    inspect_midi,
     seeded_split,
     skip_category,
     source_hash,
@@ -98,7 +97,7 @@ class _File:
 
 @dataclass(frozen=True)
 class _Piece:
-    """A file that passed :func:`inspect_midi`, with the digest of the bytes checked."""
+    """A file that passed :func:`~._common.inspect_midi`, with the digest of its bytes."""
 
     file: _File
     sha256: str
@@ -306,7 +305,7 @@ class MidiFolder(MidiDatasetBuilder):
             else:
                 try:
                     data = _read(file.path)
-                    stats = inspect_midi(data, file.relative)
+                    stats = self._inspect(data, file.relative)
                 except OSError as error:
                     skip = (f"cannot read the file ({error.strerror or error})", "unreadable")
                 except MidiFileError as error:
