@@ -13,6 +13,7 @@ import miditok
 import pytest
 import torch
 from miditok import TokSequence
+from test_tokenization import REAL_METERS, _metered_score
 
 from midiformers import MidiTokenizer
 from midiformers.generation import (
@@ -175,6 +176,21 @@ def test_real_pieces_are_never_masked(tokenizers, valid_midi_paths, name):
     the reference checker finds no error in real encodings."""
     tokenizer = tokenizers[name]
     pieces = [[tokenizer.bos_token_id, *tokenizer.encode_midi(path)] for path in valid_midi_paths]
+    assert_never_masked(tokenizer, pieces)
+
+
+@pytest.mark.parametrize("name", ["remi", "tsd", "midilike", "remi+bpe"])
+def test_real_meters_are_never_masked(tokenizers, name):
+    """Bars of 2/2 ... 4/2, 5/8 ... 9/8 and 7/4 have the lengths the grammar expects."""
+    tokenizer = tokenizers[name]
+    scores = [_metered_score([meter]) for meter in REAL_METERS] + [_metered_score(REAL_METERS)]
+    assert_never_masked(
+        tokenizer, [[tokenizer.bos_token_id, *tokenizer.encode_midi(s)] for s in scores]
+    )
+
+
+def assert_never_masked(tokenizer: MidiTokenizer, pieces: list[list[int]]) -> None:
+    """Teacher forcing: the checker finds no error and the processor allows every next token."""
     for piece in pieces:
         assert check_sequence(tokenizer, piece).errors == []
     rows = [piece[:300] for piece in pieces]
@@ -322,6 +338,20 @@ def test_compiled_grammar_is_cached_until_the_vocabulary_changes(valid_midi_path
     tokenizer.train_bpe(valid_midi_paths[:2], vocab_size=len(tokenizer) + 20)
     trained = MidiGrammar.for_tokenizer(tokenizer)
     assert trained is not grammar and trained.vocab_size == len(tokenizer)
+
+
+def test_without_a_budget_outside_generate_it_warns_once(tokenizers, caplog):
+    """A hand-written loop gives the processor no generation_config to read the limit from."""
+    tokenizer = tokenizers["midilike"]
+    processor = MidiGrammarLogitsProcessor(tokenizer)
+    with caplog.at_level(logging.WARNING):
+        sample_random(tokenizer, processor, 2, 5)
+    assert caplog.text.count("MidiGrammarLogitsProcessor has no length budget") == 1
+    assert processor.remaining(torch.zeros(2, 6, dtype=torch.long)) is None
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        sample_random(tokenizer, MidiGrammarLogitsProcessor(tokenizer, max_new_tokens=5), 2, 5)
+    assert "no length budget" not in caplog.text
 
 
 def test_bad_arguments_and_unsupported_tokenizers():

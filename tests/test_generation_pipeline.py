@@ -18,6 +18,7 @@ from midiformers import MidiFileError, MidiTokenizer
 from midiformers.generation import (
     MidiGenerationPipeline,
     MidiGrammarLogitsProcessor,
+    check_generation_options,
     check_sequence,
     context_length,
     generate_long,
@@ -138,6 +139,38 @@ def test_untrained_model_samples_are_valid(preset):
     assert totals["invalid"] == totals["lost_notes"] == totals["miditok_errors"] == 0, totals
 
 
+@pytest.mark.parametrize("search", ["sample", "beam_sample"])
+def test_processor_reads_the_budget_from_generate(search):
+    """No max_new_tokens given to the processor: it reads generate's own limit, so MIDILike
+    notes still sounding near the end are closed (without it 10 x 120 tokens kept 1 note of
+    325), exactly as with the budget given. A processor reused for a shorter call follows."""
+    tokenizer = MidiTokenizer(preset="midilike")
+    model = tiny_model(*GENERATIVE[0], tokenizer, max_position_embeddings=256)
+    implicit = MidiGrammarLogitsProcessor(tokenizer)
+    options = {"do_sample": True, "num_beams": 2 if search == "beam_sample" else 1}
+    for rows, new_tokens in ((10, 120), (4, 30)):
+        outputs = []
+        for processor in (
+            implicit,
+            MidiGrammarLogitsProcessor(tokenizer, max_new_tokens=new_tokens),
+        ):
+            torch.manual_seed(0)
+            outputs.append(
+                model.generate(
+                    torch.full((rows, 1), tokenizer.bos_token_id),
+                    max_new_tokens=new_tokens,
+                    logits_processor=[processor],
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    **options,
+                )
+            )
+        assert torch.equal(outputs[0], outputs[1])
+        totals = summarize(tokenizer, outputs[0])
+        assert totals["invalid"] == totals["dropped"] == totals["lost_notes"] == 0, totals
+        assert totals["notes"] > 0
+
+
 @pytest.mark.parametrize("search", ["greedy", "beam"])
 def test_greedy_and_beam_search(remi, search):
     model = tiny_model(*GENERATIVE[0], remi)
@@ -238,6 +271,48 @@ def test_bad_inputs_name_the_problem(remi, broken_midi_paths):
         generator(12, max_new_tokens=4)
     with pytest.raises(ValueError, match="max_new_tokens must be a positive integer"):
         generator(max_new_tokens=0)
+    size = len(remi)
+    with pytest.raises(ValueError, match=f"primer: token id {size + 3} is outside .*{size}"):
+        generator(torch.tensor([remi.bos_token_id, 5, size + 3]), max_new_tokens=4)
+    with pytest.raises(ValueError, match="input_ids holds token id -1, outside the model's"):
+        generate_long(generator.model, torch.tensor([[1, -1]]), 4)
+
+
+BAD_OPTIONS = [
+    ("top_p", 2.0, r"top_p must be a number in \(0, 1\]"),
+    ("top_p", 0.0, r"top_p must be a number in \(0, 1\]"),
+    ("top_k", -1, "top_k must be an integer >= 0"),
+    ("top_k", 2.5, "top_k must be an integer >= 0"),
+    ("temperature", 0.0, "temperature must be a finite number > 0"),
+    ("temperature", float("nan"), "temperature must be a finite number > 0"),
+    ("max_new_tokens", 2.5, "max_new_tokens must be a positive integer"),
+    ("num_return_sequences", 0, "num_return_sequences must be a positive integer"),
+    ("num_beams", 0, "num_beams must be a positive integer"),
+    ("seed", "7", "seed must be an integer"),
+    ("stride", 0, "stride must be a positive integer"),
+    ("context_length", 1, "context_length must be an integer >= 2"),
+]
+
+
+def test_generation_options_fail_before_generating(remi, primer_path):
+    """One-line errors naming the option and its range, from the pipeline and generate_long,
+    before the model runs (transformers alone accepts top_p=2 or 0, num_return_sequences=0)."""
+    model = tiny_model(*GENERATIVE[0], remi)
+    calls = []
+    model.register_forward_pre_hook(lambda *args: calls.append(1))
+    generator = pipeline("midi-generation", model=model, tokenizer=remi)
+    prompt = torch.full((1, 1), remi.bos_token_id)
+    for name, value, message in BAD_OPTIONS:
+        with pytest.raises(ValueError, match=message) as info:
+            generator(str(primer_path), **{"max_new_tokens": 4, name: value})
+        assert "\n" not in str(info.value) and repr(value) in str(info.value)
+        if name != "context_length":
+            with pytest.raises(ValueError, match=message):
+                generate_long(model, prompt, **{"max_new_tokens": 4, name: value})
+    with pytest.raises(ValueError, match="window must be an integer >= 2"):
+        generate_long(model, prompt, 4, window=1)
+    assert calls == []
+    check_generation_options(top_p=1.0, top_k=0, temperature=0.5, max_new_tokens=1, foo=-1)
 
 
 def test_training_samples_decode_without_dropped_tokens(remi):

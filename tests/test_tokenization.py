@@ -22,6 +22,7 @@ from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
 from midiformers import MidiFileError, MidiTokenizer, load_score
 from midiformers.tokenization import MIDITOK_FILE_NAME, PRESETS, DecodeReport
+from midiformers.tokenization.presets import TIME_SIGNATURE_RANGE
 
 SPECIAL_TOKENS = ("PAD_None", "BOS_None", "EOS_None", "MASK_None")
 
@@ -41,6 +42,29 @@ def _notes_by_instrument_and_pitch(score: symusic.Score) -> dict[tuple[int, int]
         for note in track.notes:
             notes[(program, note.pitch)].append((note.time / tpq, note.duration / tpq))
     return {key: sorted(value) for key, value in notes.items()}
+
+
+def _metered_score(meters: list[tuple[int, int]], bars: int = 2, tpq: int = 480) -> symusic.Score:
+    """A piano piece playing each (numerator, denominator) meter for ``bars`` bars, one note
+    per beat, with a time signature at the start of each meter."""
+    score = symusic.Score(tpq)
+    score.tempos.append(symusic.Tempo(0, 100))
+    track = symusic.Track(program=0)
+    time = 0
+    for numerator, denominator in meters:
+        score.time_signatures.append(symusic.TimeSignature(time, numerator, denominator))
+        beat = tpq * 4 // denominator
+        for _ in range(bars):
+            for index in range(numerator):
+                track.notes.append(symusic.Note(time, beat, 60 + index, 80))
+                time += beat
+    score.tracks.append(track)
+    return score
+
+
+def _meters_in_quarters(score: symusic.Score) -> list[tuple[float, int, int]]:
+    tpq = score.ticks_per_quarter
+    return [(s.time / tpq, s.numerator, s.denominator) for s in score.time_signatures]
 
 
 def _overlaps_same_pitch(notes: list[tuple[float, float]], index: int) -> bool:
@@ -89,6 +113,14 @@ def test_broken_files_reasons(midi_dir):
     for name, reason in expected.items():
         with pytest.raises(MidiFileError, match=reason):
             load_score(broken / name)
+
+
+def test_empty_string_is_not_a_path(midi_tokenizer):
+    for empty in ("", "  "):
+        with pytest.raises(MidiFileError, match="an empty string is not a MIDI file path"):
+            midi_tokenizer(empty)
+    with pytest.raises(MidiFileError, match="an empty string is not a MIDI file path"):
+        midi_tokenizer.train_bpe([""], vocab_size=len(midi_tokenizer) + 10)
 
 
 def test_missing_file_and_directory(tmp_path):
@@ -199,6 +231,15 @@ def test_token_id_lists_pass_through(midi_tokenizer):
         midi_tokenizer([1.5])
 
 
+def test_token_id_lists_outside_the_vocabulary_are_rejected(midi_tokenizer):
+    size = len(midi_tokenizer)
+    for bad in (size, size + 100, -1):
+        with pytest.raises(ValueError, match=f"token id {bad} is outside .*vocab size {size}"):
+            midi_tokenizer([5, bad, 6])
+        with pytest.raises(ValueError, match=f"token id {bad} is outside"):
+            midi_tokenizer([[5, 6], [7, bad]], padding=True)
+
+
 def test_encoding_never_mutates_the_callers_score(tokenizers, valid_midi_paths):
     for path in valid_midi_paths:
         score = symusic.Score(path)
@@ -269,9 +310,9 @@ def test_tempo_and_meter_changes_survive(tokenizers, valid_midi_paths, preset):
     path = next(p for p in valid_midi_paths if p.name == "tempo_and_meter_changes.mid")
     original = load_score(path)
     decoded = tokenizers[preset].to_score(tokenizers[preset](path).input_ids)
-    config = tokenizers[preset].miditok.config
-    low, high = config.tempo_range
-    half_bin = (high - low) / (config.num_tempos - 1) / 2 + 1e-6
+    bins = tokenizers[preset].miditok.tempos
+    # miditok picks the nearest bin in microseconds per quarter: within half a bin ratio
+    half_bin = max(b / a for a, b in zip(bins, bins[1:])) ** 0.5 + 1e-3
 
     def quarters(event, score):
         return event.time / score.ticks_per_quarter
@@ -279,13 +320,87 @@ def test_tempo_and_meter_changes_survive(tokenizers, valid_midi_paths, preset):
     assert len(decoded.tempos) == len(original.tempos) == 3
     for before, after in zip(original.tempos, decoded.tempos):
         assert quarters(before, original) == quarters(after, decoded)
-        assert abs(before.qpm - after.qpm) <= half_bin
+        assert max(before.qpm / after.qpm, after.qpm / before.qpm) <= half_bin
     signatures = [
         (quarters(t, original), t.numerator, t.denominator) for t in original.time_signatures
     ]
     assert [
         (quarters(t, decoded), t.numerator, t.denominator) for t in decoded.time_signatures
     ] == (signatures)
+
+
+METERED_PRESETS = [
+    name for name in sorted(PRESETS) if PRESETS[name].config.get("use_time_signatures")
+]
+REAL_METERS = [(2, 2), (3, 2), (4, 2), (5, 8), (7, 8), (9, 8), (7, 4)]
+
+
+def test_presets_document_their_meters():
+    assert METERED_PRESETS == ["midilike", "remi", "tsd"]
+    for numerator, denominator in REAL_METERS + [(3, 4), (4, 4), (6, 8), (12, 8)]:
+        assert numerator in TIME_SIGNATURE_RANGE[denominator]
+
+
+@pytest.mark.parametrize("preset", METERED_PRESETS)
+def test_real_meters_survive_the_round_trip(tokenizers, preset, caplog):
+    """2/2, 3/2, 4/2, 5/8, 7/8, 9/8 and 7/4 (alone, and one after the other) come back as
+    written, notes included, and nothing is reported as out of range."""
+    tokenizer = tokenizers[preset]
+    pieces = [_metered_score([meter]) for meter in REAL_METERS] + [_metered_score(REAL_METERS)]
+    with caplog.at_level(logging.WARNING):
+        for score in pieces:
+            decoded = tokenizer.to_score(tokenizer(score).input_ids)
+            assert _meters_in_quarters(decoded) == _meters_in_quarters(score)
+            assert _notes_by_instrument_and_pitch(decoded) == _notes_by_instrument_and_pitch(score)
+    assert "outside this tokenizer's range" not in caplog.text
+
+
+def test_meters_and_tempi_outside_the_range_warn_once_per_file(tmp_path, caplog):
+    tokenizer = MidiTokenizer(preset="tsd")
+    odd = _metered_score([(11, 16), (3, 4), (11, 16), (5, 16)])
+    odd.tempos.append(symusic.Tempo(480, 450))
+    odd.tempos.append(symusic.Tempo(960, 10))
+    paths = [tmp_path / "odd.mid", tmp_path / "odd_again.mid"]
+    for path in paths:
+        odd.dump_midi(path)
+    with caplog.at_level(logging.WARNING):
+        ids = tokenizer([str(p) for p in paths]).input_ids
+    warnings = [r.getMessage() for r in caplog.records if "outside this tokenizer" in r.message]
+    assert len(warnings) == 2
+    for path, message in zip(paths, warnings):
+        assert message.startswith(f"{path}: ")
+        for change in ("time signature 11/16 -> 4/4", "time signature 5/16 -> 3/4"):
+            assert change in message
+        assert "tempo 450 bpm -> 400 bpm" in message and "tempo 10 bpm -> 20 bpm" in message
+        assert message.count("11/16") == 1
+    # what the warning says it became is what the tokens hold
+    decoded = tokenizer.to_score(ids[0])
+    assert [(n, d) for _, n, d in _meters_in_quarters(decoded)] == [(4, 4), (3, 4)]
+    assert [round(t.qpm) for t in decoded.tempos][1:] == [400, 20]  # 100 is in range
+
+
+def test_a_saved_tokenizer_keeps_its_own_meters_and_tempi(tmp_path):
+    """A folder saved with miditok's old default ranges loads with those ranges, not the new
+    preset defaults (the vocabulary a model was trained on must not move)."""
+    old_ranges = {
+        "time_signature_range": {8: [3, 12, 6], 4: [5, 6, 3, 2, 1, 4]},
+        "tempo_range": (40, 250),
+        "num_tempos": 32,
+        "log_tempos": False,
+    }
+    old = MidiTokenizer(preset="remi", **old_ranges)
+    old.save_pretrained(tmp_path)
+    assert len(old) < len(MidiTokenizer(preset="remi"))
+    seven_eight = _metered_score([(7, 8)])
+    for reloaded in (
+        MidiTokenizer.from_pretrained(tmp_path),
+        AutoTokenizer.from_pretrained(tmp_path),
+    ):
+        assert reloaded.get_vocab() == old.get_vocab()
+        assert reloaded.miditok.time_signatures == old.miditok.time_signatures
+        assert list(reloaded.miditok.tempos) == list(old.miditok.tempos)
+        assert reloaded(seven_eight).input_ids == old(seven_eight).input_ids
+        assert reloaded.out_of_range_events(seven_eight) == ["time signature 7/8 -> 4/4"]
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -318,7 +433,7 @@ def test_decode_gives_readable_tokens(midi_tokenizer, valid_midi_paths):
         midi_tokenizer.convert_tokens_to_ids("Pitch_999")
 
 
-def test_to_score_drops_special_and_invalid_ids(valid_midi_paths):
+def test_to_score_drops_special_and_invalid_ids(valid_midi_paths, caplog):
     tokenizer = MidiTokenizer()
     content = tokenizer.encode_midi(valid_midi_paths[0])
     clean = tokenizer.to_score(content)
@@ -336,11 +451,17 @@ def test_to_score_drops_special_and_invalid_ids(valid_midi_paths):
         eos,
         *invalid[1:],
     ]
-    score, report = tokenizer.to_score(torch.tensor([noisy]), return_report=True)
+    with caplog.at_level(logging.WARNING):
+        score, report = tokenizer.to_score(torch.tensor([noisy]), return_report=True)
     assert report == DecodeReport(
         num_ids=len(noisy), num_special=5, num_invalid=len(invalid), num_notes=clean.note_num()
     )
-    assert score == clean
+    assert score == clean and caplog.text == ""  # the caller has the report
+    with caplog.at_level(logging.WARNING):
+        assert tokenizer.to_score(noisy) == clean
+    size = len(tokenizer)
+    assert f"dropped 3 id(s) outside the tokenizer's vocabulary (ids 0-{size - 1})" in caplog.text
+    assert "the first is -7" in caplog.text
     assert tokenizer.last_decode_report == report
     assert tokenizer.last_decode_dropped == 5 + len(invalid)
     only_noise, report = tokenizer.to_score([pad] * 4 + invalid, return_report=True)

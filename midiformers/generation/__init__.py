@@ -4,7 +4,7 @@ reference checker, long pieces with a sliding window, and the ``midi-generation`
 from .grammar import SUPPORTED_SCHEMES, GrammarState, MidiGrammar, UnsupportedGrammarError
 from .logits_process import MidiGrammarLogitsProcessor
 from .pipeline import TASK, MidiGenerationPipeline, register_pipeline
-from .sampling import context_length, generate_long
+from .sampling import check_generation_options, context_length, generate_long
 from .validation import SequenceCheck, TokenError, check_sequence
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "SequenceCheck",
     "TokenError",
     "UnsupportedGrammarError",
+    "check_generation_options",
     "check_sequence",
     "context_length",
     "generate_long",

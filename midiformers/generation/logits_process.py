@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor
+from transformers import GenerationConfig, LogitsProcessor
 from transformers.utils import logging
 
 from .grammar import GrammarState, MidiGrammar
@@ -27,10 +28,15 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
     Args:
         tokenizer: a :class:`~midiformers.MidiTokenizer` (REMI, TSD, MIDILike or Structured,
             BPE included) or an already compiled :class:`MidiGrammar`.
-        max_new_tokens: the ``max_new_tokens`` given to ``generate``: near the limit the
-            processor only allows tokens after which the piece can still be finished (a note's
-            velocity and duration, ``NoteOff`` for every sounding note), so the sequence ends
-            cleanly. Counted from the length of the first ``input_ids`` seen.
+        max_new_tokens: the length budget: near the limit the processor only allows tokens
+            after which the piece can still be finished (a note's velocity and duration,
+            ``NoteOff`` for every sounding note), so the sequence ends cleanly. Counted from the
+            length of the first ``input_ids`` seen. Optional inside ``model.generate``: without
+            ``max_new_tokens`` or ``max_length`` the processor reads, at every call, the length
+            that ``generate`` stops at (its ``generation_config.max_length``, which
+            ``max_new_tokens=`` sets), so notes are closed there too. Called outside
+            ``generate`` without a budget (a hand-written loop) it warns once and cannot close
+            notes at the end: pass the budget then.
         max_length: the same limit as a total length (``context_ids`` included).
         context_ids: tokens that precede the rows but are not in ``input_ids`` (the part of a
             long piece that slid out of the model's window); they set the starting state. One
@@ -39,7 +45,7 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
 
     Example::
 
-        processor = MidiGrammarLogitsProcessor(tokenizer, max_new_tokens=256)
+        processor = MidiGrammarLogitsProcessor(tokenizer)  # budget read from generate
         out = model.generate(ids, do_sample=True, max_new_tokens=256,
                              logits_processor=[processor])
     """
@@ -66,6 +72,7 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
         self.context_ids = self._as_context(context_ids)
         self.allow_empty = allow_empty
         self.num_fallbacks = 0
+        self._warned_no_budget = False
         self._limit = max_length
         self._cache: tuple[torch.Tensor, GrammarState] | None = None
         self._context_state: GrammarState | None = None
@@ -155,7 +162,23 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
             state = self.state_for(input_ids)
             return self.grammar.allowed_tokens(state, self.remaining(input_ids), self.allow_empty)
 
+    def _limit_from_generate(self) -> int | None:
+        """The total length limit of the running ``generate`` call (``None`` outside one)."""
+        max_length = _generate_max_length()
+        if max_length is None:
+            if not self._warned_no_budget:
+                self._warned_no_budget = True
+                logger.warning(
+                    "MidiGrammarLogitsProcessor has no length budget: pass max_new_tokens= or "
+                    "max_length= when it is used outside model.generate, or notes still "
+                    "sounding when generation stops are dropped at decoding."
+                )
+            return None
+        return self.context_ids.shape[1] + max_length
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.max_new_tokens is None and self.max_length is None:
+            self._limit = self._limit_from_generate()
         allowed = self.allowed_tokens(input_ids)
         vocab = allowed.shape[1]
         if scores.shape[-1] < vocab:
@@ -197,3 +220,25 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
         )
         for eos in self.grammar.eos_ids:
             allowed[empty, eos] = True
+
+
+_FRAMES_TO_SEARCH = 8
+
+
+def _generate_max_length() -> int | None:
+    """``max_length`` of the ``generation_config`` of the ``generate`` call up the stack.
+
+    transformers passes a logits processor only ``(input_ids, scores)``; its decoding loops
+    (``_sample``, ``_beam_search``, ``_assisted_decoding``) hold the prepared
+    ``generation_config`` (``max_length`` = prompt + ``max_new_tokens``) as a local variable,
+    a few frames above the processor.
+    """
+    frame = sys._getframe(1)
+    for _ in range(_FRAMES_TO_SEARCH):
+        if frame is None:
+            return None
+        config = frame.f_locals.get("generation_config")
+        if isinstance(config, GenerationConfig) and isinstance(config.max_length, int):
+            return config.max_length
+        frame = frame.f_back
+    return None

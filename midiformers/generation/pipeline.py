@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .grammar import MidiGrammar
-from .sampling import generate_long
+from .sampling import check_generation_options, generate_long
 from .validation import check_sequence
 
 __all__ = ["TASK", "MidiGenerationPipeline", "register_pipeline"]
@@ -44,6 +44,9 @@ class MidiGenerationPipeline(Pipeline):
         composer-conditioned models), grammar (default True: only tokens that keep the piece
         valid, closed cleanly at the limit), num_return_sequences, context_length / stride
         (sliding window; default: the model's :func:`context_length`, half of it).
+
+    Every option is checked before anything is generated (a one-line ``ValueError`` naming it
+    and its valid range, see :func:`.check_generation_options`), and so are primer ids.
 
     Output: a dict per piece with ``score`` (``symusic.Score``), ``midi`` (the MIDI file's
     bytes), ``token_ids`` (primer + generated, with the framing BOS/EOS), ``num_primer_tokens``,
@@ -109,12 +112,7 @@ class MidiGenerationPipeline(Pipeline):
             "stride": stride,
         }
         forward.update({k: v for k, v in options.items() if v is not None})
-        if max_new_tokens is not None and (
-            not isinstance(max_new_tokens, int) or max_new_tokens < 1
-        ):
-            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
-        if num_return_sequences is not None and num_return_sequences < 1:
-            raise ValueError(f"num_return_sequences must be >= 1, got {num_return_sequences!r}.")
+        check_generation_options(**forward)  # fail before any primer is read
         if composer is not None:
             forward["composer"] = self._composer_ids(composer)
         return {}, forward, {}
@@ -138,6 +136,13 @@ class MidiGenerationPipeline(Pipeline):
             if inputs.dim() != 1:
                 raise ValueError("A primer given as token ids must be a 1-D tensor.")
             primer = [int(i) for i in inputs.tolist()]
+            size = len(self.tokenizer)
+            bad = next((i for i in primer if not 0 <= i < size), None)
+            if bad is not None:
+                raise ValueError(
+                    f"primer: token id {bad} is outside the tokenizer's vocabulary "
+                    f"(ids 0-{size - 1}, vocab size {size})."
+                )
             special = {self.tokenizer.bos_token_id, self.tokenizer.eos_token_id}
             primer = [i for i in primer if i not in special]
         elif isinstance(inputs, _PRIMER_TYPES):
@@ -205,7 +210,7 @@ class MidiGenerationPipeline(Pipeline):
         pad = self.tokenizer.pad_token_id
         while ids and ids[-1] == pad:
             ids.pop()
-        score = self.tokenizer.to_score(ids)
+        score, _ = self.tokenizer.to_score(ids, return_report=True)  # drops are reported below
         check = check_sequence(self.tokenizer, ids)
         return {
             "score": score,

@@ -25,6 +25,8 @@ hold across windows.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import torch
@@ -35,7 +37,59 @@ from .logits_process import MidiGrammarLogitsProcessor
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["context_length", "generate_long"]
+__all__ = ["check_generation_options", "context_length", "generate_long"]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# name -> (is the value valid, the valid range in words)
+_OPTION_RULES = {
+    "max_new_tokens": (lambda v: _is_int(v) and v >= 1, "a positive integer (>= 1)"),
+    "num_return_sequences": (lambda v: _is_int(v) and v >= 1, "a positive integer (>= 1)"),
+    "num_beams": (lambda v: _is_int(v) and v >= 1, "a positive integer (>= 1)"),
+    "top_k": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 turns top-k off)"),
+    "top_p": (lambda v: _is_real(v) and 0 < v <= 1, "a number in (0, 1] (1 turns top-p off)"),
+    "temperature": (lambda v: _is_real(v) and v > 0, "a finite number > 0"),
+    "seed": (_is_int, "an integer"),
+    "stride": (lambda v: _is_int(v) and v >= 1, "a positive integer (>= 1)"),
+    "context_length": (lambda v: _is_int(v) and (v >= 2 or v == -1), "an integer >= 2"),
+}
+
+
+def check_generation_options(**options: Any) -> None:
+    """Raise a one-line ``ValueError`` for a sampling option outside its valid range.
+
+    Checks ``max_new_tokens``, ``num_return_sequences``, ``num_beams``, ``top_k``, ``top_p``,
+    ``temperature``, ``seed``, ``stride`` and ``context_length`` (``None`` means "not given";
+    other names are left to ``generate``). transformers 5.24 rejects a negative ``top_p``
+    or ``top_k``, ``temperature <= 0`` and ``max_new_tokens <= 0`` itself, but runs with
+    ``top_p=2`` or ``top_p=0`` (no filtering / greedy), ignores ``num_return_sequences=0``,
+    takes ``max_new_tokens=2.5`` and fails on ``num_beams=0`` with ``ZeroDivisionError``.
+    """
+    for name, value in options.items():
+        rule = _OPTION_RULES.get(name)
+        if rule is not None and value is not None and not rule[0](value):
+            raise ValueError(f"{name} must be {rule[1]}, got {value!r}.")
+
+
+def _check_input_ids(model: Any, input_ids: torch.Tensor) -> None:
+    """Ids outside the model's vocabulary would fail deep inside the embedding (IndexError)."""
+    vocab_size = getattr(model.config, "vocab_size", None)
+    if not vocab_size or input_ids.numel() == 0:
+        return
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"input_ids holds token id {bad}, outside the model's vocabulary "
+            f"(ids 0-{vocab_size - 1}, vocab_size {vocab_size})."
+        )
 
 
 def context_length(model: Any) -> int | None:
@@ -83,11 +137,17 @@ def generate_long(
     Returns:
         ``(batch, length + generated)`` ids: the prompts followed by what was generated (rows
         that ended early are padded).
+
+    Raises:
+        ValueError: an option outside its range (:func:`check_generation_options`), or
+            ``input_ids`` holding an id outside the model's vocabulary.
     """
+    check_generation_options(max_new_tokens=max_new_tokens, stride=stride, **generate_kwargs)
+    _check_input_ids(model, input_ids)
     if window == -1:
         window = context_length(model)
-    if window is not None and window < 2:
-        raise ValueError(f"window must be at least 2 tokens, got {window}.")
+    if window is not None and (not _is_int(window) or window < 2):
+        raise ValueError(f"window must be an integer >= 2 (or None: no window), got {window!r}.")
     stride = max(1, min(stride or (window or 2) // 2, (window or 2) - 1))
     sequences = input_ids
     start_length = sequences.shape[1]

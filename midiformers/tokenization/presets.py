@@ -14,21 +14,68 @@ sequence: each note is preceded by (or, with ``program_changes``, follows a chan
 The special tokens are miditok's ``PAD_None`` (id 0), ``BOS_None``, ``EOS_None`` and
 ``MASK_None``.
 
+Meters and tempi (presets with ``TimeSig`` / ``Tempo`` tokens):
+
+* time signatures :data:`TIME_SIGNATURE_RANGE`: x/2 for x in 1-4 (alla breve, 3/2, 4/2),
+  x/4 for x in 1-7, and x/8 for x in 2-12 (5/8, 7/8, 9/8, 12/8 ...). miditok counts time in
+  *beats* of the meter's denominator, so the grid is 1/8 beat everywhere: 1/32 note in x/4,
+  but 1/16 note in x/2 and 1/64 note in x/8; Duration tokens reach 12 beats (24 quarters in
+  x/2, 6 in x/8). A meter outside the range (11/16, 5/16 ...) is dropped by miditok: the
+  meter before it goes on (4/4 at the start of a piece), so REMI counts the wrong bars;
+  :class:`MidiTokenizer` logs one warning per file naming it.
+* tempi :data:`TEMPO_RANGE` (20-400 quarter notes per minute) in :data:`NUM_TEMPOS` = 64
+  log-spaced bins, about 5% apart (every tempo within 2.5% of a bin; MIDI tempi are always
+  per quarter note, so 2/2 at half note = 160 is 320 here). A tempo outside the range becomes
+  the nearest end of it, with the same one warning per file.
+
+A tokenizer saved by ``save_pretrained`` keeps the ranges it was built with (they are in its
+``miditok_config.json``), whatever these defaults become.
+
 This file is copied next to the tokenizer for ``trust_remote_code`` loading: it imports
 nothing from midiformers.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 import miditok
 
-__all__ = ["PRESETS", "MidiPreset", "build_miditok_tokenizer", "tokenizer_config_parameters"]
+__all__ = [
+    "NUM_TEMPOS",
+    "PRESETS",
+    "TEMPO_RANGE",
+    "TIME_SIGNATURE_RANGE",
+    "MidiPreset",
+    "build_miditok_tokenizer",
+    "tokenizer_config_parameters",
+]
+
+TIME_SIGNATURE_RANGE: dict[int, list[int]] = {
+    2: [1, 2, 3, 4],
+    4: [1, 2, 3, 4, 5, 6, 7],
+    8: [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+}
+"""Meters with a ``TimeSig`` token: denominator -> numerators (miditok's default lacks x/2,
+5/8, 7/8, 9/8 and 7/4, which it silently turned into 4/4)."""
+
+TEMPO_RANGE = (20, 400)
+"""Tempi with a ``Tempo`` token, in quarter notes per minute (miditok's default is 40-250)."""
+
+NUM_TEMPOS = 64
+"""Log-spaced ``Tempo`` bins over :data:`TEMPO_RANGE` (a ratio of 1.049 between neighbours)."""
 
 _ONE_STREAM = {"use_programs": True, "one_token_stream_for_programs": True}
+_TEMPOS = {
+    "use_tempos": True,
+    "tempo_range": TEMPO_RANGE,
+    "num_tempos": NUM_TEMPOS,
+    "log_tempos": True,
+}
+_METERS = {"use_time_signatures": True, "time_signature_range": TIME_SIGNATURE_RANGE}
 
 
 @dataclass(frozen=True)
@@ -43,25 +90,27 @@ class MidiPreset:
 PRESETS: dict[str, MidiPreset] = {
     "remi": MidiPreset(
         "REMI",
-        {**_ONE_STREAM, "use_tempos": True, "use_time_signatures": True},
+        {**_ONE_STREAM, **_TEMPOS, **_METERS},
         "REMI (Huang & Yang, 2020), the scheme of the Conformer study: Bar and Position "
         "tokens (8 positions per beat), then Program, Pitch, Velocity (32 bins) and "
-        "Duration per note; Tempo (32 bins, 40-250 bpm) and TimeSig tokens keep tempo and "
-        "meter changes. Onsets are exact to 1/8 beat; durations to 1/8 beat up to 4 beats, "
-        "1/4 beat up to 12 beats (longer notes are cut to 12 beats).",
+        "Duration per note; Tempo (64 log-spaced bins, 20-400 bpm) and TimeSig tokens (x/2, "
+        "x/4 and x/8 meters, see TIME_SIGNATURE_RANGE) keep tempo and meter changes. Onsets "
+        "are exact to 1/8 beat; durations to 1/8 beat up to 4 beats, 1/4 beat up to 12 beats "
+        "(longer notes are cut to 12 beats).",
     ),
     "tsd": MidiPreset(
         "TSD",
-        {**_ONE_STREAM, "use_tempos": True, "use_time_signatures": True},
+        {**_ONE_STREAM, **_TEMPOS, **_METERS},
         "TSD (Time Shift Duration): like REMI but time moves with relative TimeShift tokens "
         "instead of Bar/Position, which gives slightly shorter sequences. Same time, "
         "velocity, tempo and meter resolution as 'remi'.",
     ),
     "midilike": MidiPreset(
         "MIDILike",
-        {**_ONE_STREAM, "use_tempos": True, "use_time_signatures": True},
+        {**_ONE_STREAM, **_TEMPOS, **_METERS},
         "MIDI-Like (Oore et al., 2018): NoteOn / NoteOff / Velocity / TimeShift events as in "
-        "a MIDI stream, with Program tokens before each note event, plus Tempo and TimeSig. "
+        "a MIDI stream, with Program tokens before each note event, plus Tempo and TimeSig "
+        "(same ranges as 'remi'). "
         "Time is exact to 1/8 beat (1/4 beat beyond 4 beats).",
     ),
     "performance": MidiPreset(
@@ -70,7 +119,7 @@ PRESETS: dict[str, MidiPreset] = {
             **_ONE_STREAM,
             "program_changes": True,
             "use_velocities": False,
-            "use_tempos": True,
+            **_TEMPOS,
             "use_time_signatures": False,
             "beat_res": {(0, 10): 10},
         },
@@ -82,7 +131,7 @@ PRESETS: dict[str, MidiPreset] = {
         "miditok measures time in beats, not seconds: TimeShift steps are 1/10 beat, up to "
         "10 beats per token (100 values, like the study's TIME_SHIFT_1..100). That is "
         "exactly 50 ms at 120 bpm; at tempo T the step is 6000/T ms (62.5 ms at 96 bpm, "
-        "40 ms at 150 bpm). Tempo tokens (32 bins, 40-250 bpm) keep the decoded timing in "
+        "40 ms at 150 bpm). Tempo tokens (64 log-spaced bins, 20-400 bpm) keep the decoded timing in "
         "seconds close to the original; pass use_tempos=False for pure study-style events "
         "(everything then decodes at 120 bpm). No time-signature tokens: beats are quarter "
         "notes and files decode in 4/4.",
@@ -109,5 +158,6 @@ def build_miditok_tokenizer(preset: str = "remi", **overrides: Any) -> miditok.M
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}.")
     spec = PRESETS[preset]
-    config = miditok.TokenizerConfig(**{**spec.config, **overrides})
+    # a deep copy: miditok keeps the mappings it is given, and the preset must not change
+    config = miditok.TokenizerConfig(**copy.deepcopy({**spec.config, **overrides}))
     return getattr(miditok, spec.tokenization)(config)

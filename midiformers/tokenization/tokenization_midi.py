@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import miditok
+import numpy as np
 from miditok import TokSequence
+from miditok.constants import TIME_SIGNATURE
 from symusic.core import ScoreTick
 from transformers import PreTrainedTokenizer
 from transformers.tokenization_utils_base import BatchEncoding, PaddingStrategy, TruncationStrategy
@@ -267,6 +269,11 @@ class MidiTokenizer(PreTrainedTokenizer):
 
     def load_score(self, source: Any, name: str | None = None) -> ScoreTick:
         """:func:`load_score` with this tokenizer's size limits (a copy for Score input)."""
+        if isinstance(source, str) and not source.strip():
+            raise MidiFileError(
+                repr(source),
+                "an empty string is not a MIDI file path (give a path, bytes or a Score)",
+            )
         return load_score(
             source, name=name, max_file_size=self.max_file_size, max_quarters=self.max_quarters
         )
@@ -282,6 +289,7 @@ class MidiTokenizer(PreTrainedTokenizer):
         if score.note_num() == 0:
             logger.warning("%s has no notes; it encodes to the special tokens only.", name)
             return []
+        self._warn_out_of_range(score, name)
         try:
             sequence = self.miditok.encode(score)
         except Exception as error:  # miditok fails on rare malformed-but-parsable files
@@ -290,13 +298,76 @@ class MidiTokenizer(PreTrainedTokenizer):
             ) from error
         return list(sequence.ids)
 
+    def out_of_range_events(self, score: ScoreTick) -> list[str]:
+        """What miditok will change in ``score`` because it is outside the vocabulary's range.
+
+        Time signatures without a ``TimeSig`` token are dropped (the meter before goes on, 4/4
+        at the start); tempi outside ``tempo_range`` become its nearest end. Each entry reads
+        like ``"time signature 11/16 -> 4/4"`` or ``"tempo 450 bpm -> 400 bpm"``.
+        """
+        config = self.miditok.config
+        events: list[str] = []
+        if config.use_time_signatures and len(score.time_signatures) > 0:
+            supported = set(self.miditok.time_signatures)
+            current = tuple(TIME_SIGNATURE)
+            changed: dict[tuple[int, int], tuple[int, int]] = {}
+            for signature in sorted(score.time_signatures, key=lambda sig: sig.time):
+                meter = (signature.numerator, signature.denominator)
+                if meter in supported:
+                    current = meter
+                else:
+                    changed.setdefault(meter, current)
+            events += [f"time signature {a}/{b} -> {c}/{d}" for (a, b), (c, d) in changed.items()]
+        if config.use_tempos and len(score.tempos) > 0:
+            low, high = config.tempo_range
+            qpm = np.round(60_000_000 / score.tempos.numpy()["mspq"], 2)
+            for outside, end in (
+                (np.unique(qpm[qpm < low]), low),
+                (np.unique(qpm[qpm > high]), high),
+            ):
+                events += [f"tempo {value:g} bpm -> {end:g} bpm" for value in outside[:3]]
+                if len(outside) > 3:
+                    events.append(f"{len(outside) - 3} more tempi -> {end:g} bpm")
+        return events
+
+    def _warn_out_of_range(self, score: ScoreTick, name: str) -> None:
+        """One warning per file for the meters and tempi the vocabulary cannot hold."""
+        events = self.out_of_range_events(score)
+        if not events:
+            return
+        config = self.miditok.config
+        supported = []
+        if config.use_time_signatures:
+            meters = " ".join(f"{a}/{b}" for a, b in self.miditok.time_signatures)
+            supported.append(f"time signatures {meters}")
+        if config.use_tempos:
+            supported.append("tempi {:g}-{:g} bpm".format(*config.tempo_range))
+        logger.warning(
+            "%s: %s (outside this tokenizer's range: %s).",
+            name,
+            ", ".join(events),
+            "; ".join(supported),
+        )
+
     def tokenize(self, text: Any, **kwargs: Any) -> list[str]:
         """Token strings of one MIDI source (a path, bytes or ``symusic.Score``)."""
         return [self._id_to_token[i] for i in self.encode_midi(text)]
 
+    def check_ids(self, ids: Sequence[int], name: str = "input") -> None:
+        """Raise a ``ValueError`` naming the first id outside ``[0, len(self))``."""
+        size = len(self)
+        for index in ids:
+            if not 0 <= index < size:
+                raise ValueError(
+                    f"{name}: token id {index} is outside the tokenizer's vocabulary "
+                    f"(ids 0-{size - 1}, vocab size {size})."
+                )
+
     def _ids_of(self, item: Any) -> list[int]:
         if _is_id_sequence(item):
-            return [int(i) for i in item]
+            ids = [int(i) for i in item]
+            self.check_ids(ids)
+            return ids
         if isinstance(item, MidiSource):
             return self.encode_midi(item)
         raise TypeError(
@@ -393,22 +464,32 @@ class MidiTokenizer(PreTrainedTokenizer):
         """Decode one sequence of ids into a ``symusic.Score`` (ticks at miditok's resolution).
 
         Special tokens (PAD/BOS/EOS/MASK) and ids outside the vocabulary are removed first;
-        decoding never fails on them. The counts are in the :class:`DecodeReport` returned
-        with ``return_report=True`` (the thread-safe way) and kept in
-        ``self.last_decode_report`` until the next call.
+        decoding never fails on them (a model whose ``vocab_size`` exceeds the tokenizer's may
+        sample such ids). The counts are in the :class:`DecodeReport` returned with
+        ``return_report=True`` (the thread-safe way) and kept in ``self.last_decode_report``
+        until the next call; without ``return_report``, ids outside the vocabulary are also
+        logged as a warning naming the first of them.
         """
         ids = self._as_id_list(token_ids)
         size = len(self._id_to_token)
         kept = [i for i in ids if 0 <= i < size and i not in self._special_ids]
         num_special = sum(1 for i in ids if i in self._special_ids)
+        num_invalid = len(ids) - len(kept) - num_special
+        if num_invalid and not return_report:
+            first = next(i for i in ids if not 0 <= i < size)
+            logger.warning(
+                "to_score / to_midi dropped %d id(s) outside the tokenizer's vocabulary (ids "
+                "0-%d), the first is %d.",
+                num_invalid,
+                size - 1,
+                first,
+            )
         if self.miditok.is_trained:  # BPE ids must be marked, or miditok decodes 0 notes
             sequence = TokSequence(ids=kept, are_ids_encoded=True)
         else:  # give the token strings too: miditok's own id lookup is slower
             sequence = TokSequence(ids=kept, tokens=[self._id_to_token[i] for i in kept])
         score = self.miditok.decode(sequence)
-        report = DecodeReport(
-            len(ids), num_special, len(ids) - len(kept) - num_special, score.note_num()
-        )
+        report = DecodeReport(len(ids), num_special, num_invalid, score.note_num())
         self.last_decode_report = report
         return (score, report) if return_report else score
 
@@ -464,7 +545,9 @@ class _BpeTrainingIterator:
         miditok_tokenizer = self.tokenizer.miditok
         split = miditok_tokenizer.config.encode_ids_split
         for source in self.sources:
-            score = self.tokenizer.load_score(source, _source_name(source))
+            name = _source_name(source)
+            score = self.tokenizer.load_score(source, name)
+            self.tokenizer._warn_out_of_range(score, name)
             sequence = miditok_tokenizer.encode(score, encode_ids=False)
             if split == "bar":
                 parts = sequence.split_per_bars()
