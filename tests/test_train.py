@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +28,16 @@ def dataset_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("datasets-cache")
 
 
-def run_train(args: list[str], cache: Path, launcher: list[str] | None = None):
-    command = [*(launcher or [sys.executable]), str(ROOT / "train.py"), str(TINY), *args]
+def run_train(
+    args: list[str],
+    cache: Path,
+    launcher: list[str] | None = None,
+    script: list[str] | None = None,
+    expect_success: bool = True,
+):
+    """Run train.py (or ``script``, a stand-in for it) with the tiny recipe in a subprocess."""
+    entry = script or [str(ROOT / "train.py")]
+    command = [*(launcher or [sys.executable]), *entry, str(TINY), *args]
     command += ["--dataset_cache_dir", str(cache)]
     env = {
         **os.environ,
@@ -37,7 +46,8 @@ def run_train(args: list[str], cache: Path, launcher: list[str] | None = None):
         "TOKENIZERS_PARALLELISM": "0",
     }
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    if expect_success:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
@@ -87,20 +97,86 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, dataset_cache):
     assert AutoModelForCausalLM.from_pretrained(out) is not None
 
 
-def test_resume_matches_an_uninterrupted_run(tmp_path, dataset_cache):
-    common = ["--num_samples", "0", "--plots", "false", "--save_steps", "4", "--eval_steps", "4"]
-    resumed = tmp_path / "resumed"
-    run_train(["--output_dir", str(resumed), "--max_steps", "4", *common], dataset_cache)
-    second = run_train(["--output_dir", str(resumed), "--max_steps", "8", *common], dataset_cache)
-    assert "Resuming from" in second.stdout + second.stderr
-    straight = tmp_path / "straight"
-    run_train(["--output_dir", str(straight), "--max_steps", "8", *common], dataset_cache)
-    state = json.loads((resumed / "checkpoint-8" / "trainer_state.json").read_text())
-    assert state["global_step"] == 8
-    a, b = load_file(resumed / "model.safetensors"), load_file(straight / "model.safetensors")
+RESUME_ARGS = ["--num_samples", "0", "--plots", "false", "--save_steps", "2", "--eval_steps", "4"]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, dataset_cache) -> Path:
+    """Eight uninterrupted steps: what every resumed run must end with."""
+    out = tmp_path_factory.mktemp("straight")
+    run_train(["--output_dir", str(out), "--max_steps", "8", *RESUME_ARGS], dataset_cache)
+    return out
+
+
+def assert_same_weights(a_dir: Path, b_dir: Path) -> None:
+    a, b = load_file(a_dir / "model.safetensors"), load_file(b_dir / "model.safetensors")
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], msg=key)
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path, dataset_cache, straight_run):
+    resumed = tmp_path / "resumed"
+    run_train(["--output_dir", str(resumed), "--max_steps", "4", *RESUME_ARGS], dataset_cache)
+    second = run_train(
+        ["--output_dir", str(resumed), "--max_steps", "8", *RESUME_ARGS], dataset_cache
+    )
+    assert "Resuming from" in second.stdout + second.stderr
+    state = json.loads((resumed / "checkpoint-8" / "trainer_state.json").read_text())
+    assert state["global_step"] == 8
+    assert_same_weights(resumed, straight_run)
+
+
+KILLED_WHILE_SAVING = """
+import os, signal, sys
+from transformers.trainer_callback import TrainerState
+
+save_state = TrainerState.save_to_json
+
+
+def save_or_die(self, json_path):
+    # trainer_state.json is the last file of a checkpoint: die just before it is written
+    if os.path.basename(os.path.dirname(json_path)) == os.environ["KILL_AT_CHECKPOINT"]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    save_state(self, json_path)
+
+
+TrainerState.save_to_json = save_or_die
+from midiformers.training import cli
+
+cli()
+"""
+
+
+def test_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_one(
+    tmp_path, dataset_cache, straight_run, monkeypatch
+):
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = tmp_path / "killed"
+    args = ["--output_dir", str(out), "--max_steps", "8", *RESUME_ARGS]
+    monkeypatch.setenv("KILL_AT_CHECKPOINT", "checkpoint-6")
+    killed = run_train(
+        args, dataset_cache, script=["-c", KILLED_WHILE_SAVING], expect_success=False
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    partial = out / "checkpoint-6"
+    assert (partial / "model.safetensors").is_file() and (partial / "optimizer.pt").is_file()
+    assert not (partial / "trainer_state.json").exists()
+    assert get_last_checkpoint(out) == str(partial)  # what transformers alone would resume from
+
+    monkeypatch.delenv("KILL_AT_CHECKPOINT")
+    rerun = run_train(args, dataset_cache)
+    log = rerun.stdout + rerun.stderr
+    (warning,) = [line for line in log.splitlines() if "Incomplete checkpoint" in line]
+    assert str(partial) in warning and "no trainer_state.json" in warning
+    assert f"Resuming from {out / 'checkpoint-4'}" in log
+    assert (out / "incomplete-checkpoints" / "checkpoint-6" / "model.safetensors").is_file()
+    for step in (6, 8):
+        state = json.loads((out / f"checkpoint-{step}" / "trainer_state.json").read_text())
+        assert state["global_step"] == step
+    assert "Done: 8 steps" in log
+    assert_same_weights(out, straight_run)
 
 
 @pytest.mark.parametrize(
@@ -110,6 +186,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, dataset_cache):
         (["--learning_rat", "1e-3"], "Did you mean learning_rate"),
         (["--max_length", "512"], "max_position_embeddings (128)"),
         (["--model_config", '{"hidden_size": 30}'], "hidden_size"),
+        (["--push_to_hub"], "push_to_hub needs hub_model_id"),
     ],
 )
 def test_bad_recipes_fail_before_training(tmp_path, dataset_cache, overrides, message):
