@@ -6,10 +6,19 @@ so it must only import installed libraries (torch, transformers), never midiform
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 
 def mask_min(dtype: torch.dtype) -> float:
@@ -26,50 +35,6 @@ def position_ids_from_mask(
     positions = attention_mask.long().cumsum(-1) - 1
     positions = positions.clamp(min=0)
     return positions[:, -query_length:]
-
-
-def build_attention_mask(
-    attention_mask: torch.Tensor | None,
-    query_length: int,
-    past_length: int,
-    dtype: torch.dtype,
-    device: torch.device,
-) -> torch.Tensor | None:
-    """Additive 4-D mask ``(batch, 1, query, past + query)`` combining causality and padding.
-
-    Returns ``None`` when the plain causal pattern suffices: no padding and either a fresh
-    prompt (``is_causal`` kernels) or a single new token (which sees everything).
-    """
-    key_length = past_length + query_length
-    has_padding = attention_mask is not None and not bool(attention_mask.all())
-    if not has_padding and (past_length == 0 or query_length == 1):
-        return None
-    query_pos = torch.arange(past_length, key_length, device=device).unsqueeze(-1)
-    key_pos = torch.arange(key_length, device=device).unsqueeze(0)
-    allowed = (key_pos <= query_pos).unsqueeze(0).unsqueeze(0)
-    if has_padding:
-        allowed = allowed & attention_mask[:, None, None, -key_length:].bool()
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
-    return mask.masked_fill(~allowed, mask_min(dtype))
-
-
-def causal_mask_for_scores(
-    attention_mask: torch.Tensor | None,
-    query_length: int,
-    key_length: int,
-    dtype: torch.dtype,
-    device,
-) -> torch.Tensor:
-    """Materialise the additive mask for eager attention when ``build_attention_mask`` gave None."""
-    if attention_mask is not None:
-        return attention_mask
-    if query_length == 1:
-        return torch.zeros((1, 1, 1, key_length), dtype=dtype, device=device)
-    past_length = key_length - query_length
-    query_pos = torch.arange(past_length, key_length, device=device).unsqueeze(-1)
-    key_pos = torch.arange(key_length, device=device).unsqueeze(0)
-    mask = torch.zeros((query_length, key_length), dtype=dtype, device=device)
-    return mask.masked_fill(key_pos > query_pos, mask_min(dtype))[None, None]
 
 
 class RotaryEmbedding(nn.Module):
@@ -123,14 +88,53 @@ class MidiFeedForward(nn.Module):
         return self.fc_out(self.dropout(self.act(self.fc_in(hidden_states))))
 
 
-class MidiSelfAttention(nn.Module):
-    """Multi-head causal self-attention with an optional rotary embedding and a KV cache.
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    position_bias: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention in plain PyTorch, the backend that returns the attention weights.
 
-    Runs through ``scaled_dot_product_attention`` (flash / memory-efficient kernels where the
-    hardware has them) unless the model was loaded with ``attn_implementation="eager"``.
+    ``position_bias`` (relative positions) is added to the scores like in the sdpa and flex
+    backends of transformers; ``attention_mask`` is additive (float) or boolean (True = keep).
+    """
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if position_bias is not None:
+        scores = scores + position_bias
+    if attention_mask is not None:
+        attention_mask = attention_mask[:, :, :, : key.shape[-2]]
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, mask_min(scores.dtype))
+        else:
+            scores = scores + attention_mask
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+def attention_function(config) -> Callable:
+    """The attention backend ``config._attn_implementation`` selects (eager, sdpa, flex, ...)."""
+    return ALL_ATTENTION_FUNCTIONS.get_interface(
+        config._attn_implementation, eager_attention_forward
+    )
+
+
+class MidiSelfAttention(nn.Module):
+    """Multi-head self-attention with an optional rotary embedding and a KV cache.
+
+    The backend is transformers' attention interface: ``attn_implementation`` = ``"eager"``
+    (returns the weights), ``"sdpa"``, ``"flex_attention"`` or a flash kernel where installed.
+    Returns ``(output, weights)``; the weights are None except with eager attention.
     """
 
-    def __init__(self, config, layer_idx: int, use_rotary: bool = False):
+    def __init__(self, config, layer_idx: int, use_rotary: bool = False, is_causal: bool = True):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
@@ -138,6 +142,7 @@ class MidiSelfAttention(nn.Module):
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.scaling = self.head_dim**-0.5
         self.attention_dropout = config.attention_dropout
+        self.is_causal = is_causal
         bias = getattr(config, "attention_bias", True)
         self.q_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=bias)
         self.k_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=bias)
@@ -146,8 +151,7 @@ class MidiSelfAttention(nn.Module):
         self.use_rotary = use_rotary
 
     def _shape(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, _ = x.shape
-        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        return x.view(*x.shape[:-1], self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(
         self,
@@ -155,8 +159,9 @@ class MidiSelfAttention(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache=None,
-    ) -> torch.Tensor:
-        batch, length, _ = hidden_states.shape
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]
         query = self._shape(self.q_proj(hidden_states))
         key = self._shape(self.k_proj(hidden_states))
         value = self._shape(self.v_proj(hidden_states))
@@ -166,26 +171,18 @@ class MidiSelfAttention(nn.Module):
             key = apply_rotary(key, cos, sin)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
-        dropout = self.attention_dropout if self.training else 0.0
-        if self.config._attn_implementation == "eager":
-            scores = torch.matmul(query, key.transpose(-1, -2)) * self.scaling
-            scores = scores + causal_mask_for_scores(
-                attention_mask, length, key.shape[-2], scores.dtype, scores.device
-            )
-            weights = F.dropout(scores.softmax(dim=-1), p=dropout, training=self.training)
-            output = torch.matmul(weights, value)
-        else:
-            output = F.scaled_dot_product_attention(
-                query,
-                key,
-                value,
-                attn_mask=attention_mask,
-                dropout_p=dropout,
-                is_causal=attention_mask is None and length > 1,
-                scale=self.scaling,
-            )
-        output = output.transpose(1, 2).reshape(batch, length, -1)
-        return self.o_proj(output)
+        output, weights = attention_function(self.config)(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        output = output.reshape(*input_shape, -1).contiguous()
+        return self.o_proj(output), weights
 
 
 def relative_embeddings_by_distance(
@@ -221,17 +218,19 @@ class RelativeSelfAttention(nn.Module):
 
     Scores are ``(q·k + q·E[clip(i - j)]) / sqrt(d)`` with one embedding ``E[d]`` per distance
     ``0 .. max_relative_position`` (per head, or shared across heads when
-    ``config.shared_relative_embeddings``). The relative logits go through the skew for any
-    query length; a decode step (one query) needs no skew. With a KV cache the queries sit at
-    offsets ``past .. past + Q - 1`` of the keys, which the skew handles directly, and left padding
-    shifts queries and keys alike, so distances stay right. Runs through
-    ``scaled_dot_product_attention`` with the relative logits as an additive mask (the fused
-    kernel still does the softmax and matmul), or eagerly with ``attn_implementation="eager"``.
+    ``config.shared_relative_embeddings``). Without a cache the relative logits go through the
+    memory-efficient skew; with a cache (dynamic or static) they are looked up by the distance
+    between each query's cache slot and each key's, which also covers a static cache whose
+    keys run past the queries. Left padding shifts queries and keys alike, so distances stay
+    right. The logits reach the attention backend as transformers' ``position_bias``: an
+    additive score bias for eager, SDPA's float mask and flex attention's ``score_mod``.
 
     Config fields read: ``hidden_size``, ``num_attention_heads``, ``attention_dropout``,
     ``max_relative_position`` (defaults to ``max_position_embeddings``) and optionally
     ``shared_relative_embeddings`` and ``attention_bias``.
     """
+
+    is_causal = True
 
     def __init__(self, config, layer_idx: int):
         super().__init__()
@@ -256,33 +255,45 @@ class RelativeSelfAttention(nn.Module):
         )
 
     def _shape(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, _ = x.shape
-        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        return x.view(*x.shape[:-1], self.num_heads, self.head_dim).transpose(1, 2)
 
-    def relative_logits(self, query: torch.Tensor, key_length: int) -> torch.Tensor:
-        """Unscaled ``(batch, heads, Q, K)`` relative logits of queries that end the ``K`` keys.
+    def relative_logits(
+        self,
+        query: torch.Tensor,
+        key_length: int,
+        query_offset: int | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Unscaled ``(batch, heads, Q, K)`` relative logits.
 
-        Several queries use the skew; a single query (a decode step) looks its scores up by
-        distance, which costs O(min(K, max_relative_position)·D) instead of O(K·D).
+        ``query_offset`` is the key slot of the first query; None means the queries end the
+        ``K`` keys. Several such queries use the skew; otherwise (a decode step, or a cache
+        whose slots run past the queries) the scores are looked up by distance, which costs
+        O(min(K, max_relative_position)·D) per query.
         """
-        if query.shape[-2] == 1:
-            return self._last_query_relative_logits(query, key_length)
-        embeddings = relative_embeddings_by_distance(
-            self.relative_embeddings.weight,
-            key_length,
-            self.num_relative_heads,
-            self.max_relative_position,
-        )
-        return skew_relative_logits(self._per_head_matmul(query, embeddings))
+        if query_offset is None and query.shape[-2] > 1:
+            embeddings = relative_embeddings_by_distance(
+                self.relative_embeddings.weight,
+                key_length,
+                self.num_relative_heads,
+                self.max_relative_position,
+            )
+            return skew_relative_logits(self._per_head_matmul(query, embeddings))
+        if query_offset is None:
+            query_offset = key_length - query.shape[-2]
+        return self._relative_logits_by_distance(query, key_length, query_offset)
 
-    def _last_query_relative_logits(self, query: torch.Tensor, key_length: int) -> torch.Tensor:
-        """Scores of the newest token: one dot product per distance, then a lookup per key."""
+    def _relative_logits_by_distance(
+        self, query: torch.Tensor, key_length: int, query_offset: int | torch.Tensor
+    ) -> torch.Tensor:
+        """One dot product per distance, then a gather per (query, key) pair."""
         num_distances = min(key_length, self.max_relative_position + 1)
         table = self.relative_embeddings.weight[:num_distances]
         table = table.view(num_distances, self.num_relative_heads, self.head_dim).transpose(0, 1)
         by_distance = self._per_head_matmul(query, table)
-        distances = torch.arange(key_length - 1, -1, -1, device=query.device)
-        return by_distance.index_select(-1, distances.clamp(max=self.max_relative_position))
+        query_slots = torch.arange(query.shape[-2], device=query.device) + query_offset
+        distances = query_slots[:, None] - torch.arange(key_length, device=query.device)
+        distances = distances.clamp(0, num_distances - 1)
+        return by_distance.gather(-1, distances.expand(*by_distance.shape[:-1], key_length))
 
     @staticmethod
     def _per_head_matmul(query: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
@@ -296,27 +307,139 @@ class RelativeSelfAttention(nn.Module):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache=None,
-    ) -> torch.Tensor:
-        batch, length, _ = hidden_states.shape
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        implementation = self.config._attn_implementation or "eager"
+        if "flash" in implementation:
+            raise ValueError(
+                f"attn_implementation={implementation!r} cannot add the relative position bias; "
+                "use 'eager', 'sdpa' or 'flex_attention'"
+            )
+        input_shape = hidden_states.shape[:-1]
         query = self._shape(self.q_proj(hidden_states))
         key = self._shape(self.k_proj(hidden_states))
         value = self._shape(self.v_proj(hidden_states))
+        query_offset = None
         if cache is not None:
+            query_offset = cache.get_seq_length(self.layer_idx)
+            if isinstance(query_offset, torch.Tensor):
+                query_offset = query_offset.clone()  # a static cache advances it in place
             key, value = cache.update(key, value, self.layer_idx)
-        key_length = key.shape[-2]
-        bias = self.relative_logits(query * self.scaling, key_length)
-        if attention_mask is not None or length > 1:
-            bias = bias + causal_mask_for_scores(
-                attention_mask, length, key_length, query.dtype, query.device
+        bias = self.relative_logits(query * self.scaling, key.shape[-2], query_offset)
+        output, weights = attention_function(self.config)(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            position_bias=bias,
+            **kwargs,
+        )
+        output = output.reshape(*input_shape, -1).contiguous()
+        return self.o_proj(output), weights
+
+
+@dataclass
+class DecoderInputs:
+    """What every decoder's forward needs before its first block (see :func:`prepare_decoder`).
+
+    ``attention_mask`` is the mask for the attention backend (None: plain causal), and
+    ``padding_mask`` the 2-D mask of the current tokens for convolutions (None: no padding).
+    """
+
+    inputs_embeds: torch.Tensor
+    cache: Cache | None
+    position_ids: torch.LongTensor
+    past_length: int | torch.Tensor
+    attention_mask: torch.Tensor | None
+    padding_mask: torch.Tensor | None
+
+
+def embed_inputs(
+    model: nn.Module, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor | None
+) -> torch.Tensor:
+    """``inputs_embeds``, or the embedding of ``input_ids``: exactly one must be given."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError(
+            f"{type(model).__name__}: pass exactly one of input_ids or inputs_embeds, "
+            f"got {'both' if input_ids is not None else 'neither'}"
+        )
+    return model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+
+
+def resolve_use_cache(model: nn.Module, use_cache: bool | None) -> bool:
+    """Cache by default at inference only (``config.use_cache``), never while checkpointing."""
+    if use_cache is None:
+        use_cache = model.config.use_cache and not model.training
+    if use_cache and model.gradient_checkpointing and model.training and torch.is_grad_enabled():
+        logger.warning_once("use_cache=True is incompatible with gradient checkpointing: off.")
+        use_cache = False
+    return bool(use_cache)
+
+
+def prepare_decoder(
+    model: nn.Module,
+    input_ids: torch.LongTensor | None,
+    inputs_embeds: torch.Tensor | None,
+    attention_mask: torch.Tensor | dict | None,
+    position_ids: torch.LongTensor | None,
+    cache: Cache | None,
+    use_cache: bool | None,
+) -> DecoderInputs:
+    """The decoder preamble shared by every attention model: embeddings, cache, positions, mask.
+
+    ``attention_mask`` is 2-D over past + current tokens (1 = real token), or what ``generate``
+    prepares for a static cache: a 4-D mask, or a dict of masks per layer type (hybrid caches).
+    The masks come from transformers' ``create_causal_mask`` for the configured attention
+    backend, with no data-dependent Python branch, so the step compiles with ``fullgraph=True``.
+    """
+    inputs_embeds = embed_inputs(model, input_ids, inputs_embeds)
+    batch, length = inputs_embeds.shape[:2]
+    if not resolve_use_cache(model, use_cache):
+        cache = None
+    elif cache is None:
+        cache = DynamicCache(config=model.config)
+    past_length = cache.get_seq_length() if cache is not None else 0
+    given_mask = attention_mask
+    if isinstance(attention_mask, dict):
+        given_mask = None
+        causal_mask = attention_mask.get("full_attention")
+        padding_mask = attention_mask.get("linear_attention")
+    elif attention_mask is not None and attention_mask.dim() == 4:
+        given_mask, causal_mask, padding_mask = None, attention_mask, None
+    else:
+        if attention_mask is not None and (
+            attention_mask.dim() != 2
+            or attention_mask.shape[0] != batch
+            or (isinstance(past_length, int) and attention_mask.shape[1] != past_length + length)
+        ):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, expected (batch={batch}, "
+                f"past + current tokens={past_length} + {length}) like the cache and input"
             )
-        dropout = self.attention_dropout if self.training else 0.0
-        if self.config._attn_implementation == "eager":
-            scores = torch.matmul(query, key.transpose(-1, -2)) * self.scaling + bias
-            weights = F.dropout(scores.softmax(dim=-1), p=dropout, training=self.training)
-            output = torch.matmul(weights, value)
+        causal_mask = create_causal_mask(
+            config=model.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            cache=cache,
+            position_ids=position_ids,
+        )
+        # Unlike create_recurrent_attention_mask, keep single tokens: a step may be padding.
+        padding_mask = None if attention_mask is None else attention_mask[:, -length:]
+    if position_ids is None:
+        if given_mask is not None:
+            position_ids = position_ids_from_mask(
+                given_mask, past_length, length, inputs_embeds.device
+            )
         else:
-            output = F.scaled_dot_product_attention(
-                query, key, value, attn_mask=bias, dropout_p=dropout, scale=self.scaling
-            )
-        output = output.transpose(1, 2).reshape(batch, length, -1)
-        return self.o_proj(output)
+            position_ids = (torch.arange(length, device=inputs_embeds.device) + past_length)[None]
+    return DecoderInputs(
+        inputs_embeds=inputs_embeds,
+        cache=cache,
+        position_ids=position_ids,
+        past_length=past_length,
+        attention_mask=causal_mask,
+        padding_mask=padding_mask,
+    )

@@ -14,25 +14,22 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
-from transformers.utils import can_return_tuple, logging
+from transformers.utils import can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
-from transformers.utils.output_capturing import capture_outputs
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from ._layers import (
     MidiFeedForward,
     MidiSelfAttention,
     RelativeSelfAttention,
     RotaryEmbedding,
-    build_attention_mask,
-    position_ids_from_mask,
+    prepare_decoder,
 )
 from .configuration_conformer import MidiConformerConfig
-
-logger = logging.get_logger(__name__)
 
 
 class MidiConformerConvModule(nn.Module):
@@ -138,8 +135,12 @@ class MidiConformerBlock(GradientCheckpointingLayer):
         half_step = self._dropout(self.ffn_in(self.ffn_in_norm(hidden_states)))
         hidden_states = hidden_states.add(half_step, alpha=0.5)
         rotary = {"position_embeddings": position_embeddings} if self.use_rotary else {}
-        attended = self.self_attn(
-            self.attn_norm(hidden_states), attention_mask=attention_mask, cache=cache, **rotary
+        attended, _ = self.self_attn(
+            self.attn_norm(hidden_states),
+            attention_mask=attention_mask,
+            cache=cache,
+            **rotary,
+            **kwargs,
         )
         hidden_states = hidden_states + self._dropout(attended)
         convolved = self.conv_module(hidden_states, padding_mask=padding_mask, cache=cache)
@@ -158,7 +159,17 @@ class MidiConformerPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["MidiConformerBlock"]
     _supports_sdpa = True
-    _can_record_outputs = {"hidden_states": MidiConformerBlock}
+    _supports_flex_attn = True
+    _supports_flash_attn = True  # rotary attention only: relative attention raises
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    _can_record_outputs = {
+        "hidden_states": MidiConformerBlock,
+        "attentions": [
+            OutputRecorder(MidiSelfAttention, index=1),
+            OutputRecorder(RelativeSelfAttention, index=1),
+        ],
+    }
 
 
 class MidiConformerModel(MidiConformerPreTrainedModel):
@@ -179,16 +190,11 @@ class MidiConformerModel(MidiConformerPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
-    def _resolve_use_cache(self, use_cache: bool | None) -> bool:
-        """Cache by default only at inference; never while checkpointing gradients."""
-        if use_cache is None:
-            use_cache = self.config.use_cache and not self.training
-        if use_cache and self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            logger.warning_once(
-                "use_cache=True is incompatible with gradient checkpointing; ignoring it."
-            )
-            use_cache = False
-        return use_cache
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @capture_outputs
@@ -203,48 +209,23 @@ class MidiConformerModel(MidiConformerPreTrainedModel):
         **kwargs,
     ) -> BaseModelOutputWithPast:
         """Hidden states of the last block; ``position_ids`` only matter for rotary attention."""
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("MidiConformerModel needs exactly one of input_ids or inputs_embeds")
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
-        batch_size, length = inputs_embeds.shape[:2]
-        use_cache = self._resolve_use_cache(use_cache)
-        if not use_cache:
-            cache = None
-        elif cache is None:
-            cache = DynamicCache(config=self.config)
-        past_length = cache.get_seq_length() if cache is not None else 0
-
-        padding_mask = None
-        if attention_mask is not None:
-            if attention_mask.shape != (batch_size, past_length + length):
-                raise ValueError(
-                    f"attention_mask has shape {tuple(attention_mask.shape)}, expected "
-                    f"(batch={batch_size}, past + current tokens={past_length + length})"
-                )
-            if not bool(attention_mask.all()):
-                padding_mask = attention_mask[:, -length:]
-        mask_4d = build_attention_mask(
-            attention_mask, length, past_length, inputs_embeds.dtype, inputs_embeds.device
+        inputs = prepare_decoder(
+            self, input_ids, inputs_embeds, attention_mask, position_ids, cache, use_cache
         )
         position_embeddings = None
         if self.rotary_emb is not None:
-            if position_ids is None:
-                position_ids = position_ids_from_mask(
-                    attention_mask, past_length, length, inputs_embeds.device
-                )
-            position_embeddings = self.rotary_emb(position_ids, inputs_embeds.dtype)
-
-        hidden_states = self.dropout(inputs_embeds)
+            position_embeddings = self.rotary_emb(inputs.position_ids, inputs.inputs_embeds.dtype)
+        hidden_states = self.dropout(inputs.inputs_embeds)
         for block in self.layers:
             hidden_states = block(
                 hidden_states,
-                attention_mask=mask_4d,
-                padding_mask=padding_mask,
+                attention_mask=inputs.attention_mask,
+                padding_mask=inputs.padding_mask,
                 position_embeddings=position_embeddings,
-                cache=cache,
+                cache=inputs.cache,
+                **kwargs,
             )
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=inputs.cache)
 
 
 class MidiConformerForCausalLM(MidiConformerPreTrainedModel, GenerationMixin):
@@ -290,7 +271,11 @@ class MidiConformerForCausalLM(MidiConformerPreTrainedModel, GenerationMixin):
                 logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
             )
         return CausalLMOutputWithPast(
-            loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
         )
 
 

@@ -1,8 +1,8 @@
 """MidiGPT: a pre-norm decoder-only Transformer over MIDI tokens.
 
-Absolute (learned) or rotary positions, attention through ``scaled_dot_product_attention`` with
-an eager fallback, a ``DynamicCache`` for generation and left-padding-aware positions, so a
-left-padded row of a batch gives the same logits as the same row alone.
+Absolute (learned) or rotary positions, attention through transformers' attention interface
+(eager, sdpa, flex, flash), dynamic or static caches, compiled decoding, and left-padding-aware
+positions, so a left-padded row of a batch gives the same logits as the same row alone.
 """
 
 from __future__ import annotations
@@ -10,23 +10,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
-from transformers.utils import can_return_tuple, logging
+from transformers.utils import can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from ._layers import (
-    MidiFeedForward,
-    MidiSelfAttention,
-    RotaryEmbedding,
-    build_attention_mask,
-    position_ids_from_mask,
-)
+from ._layers import MidiFeedForward, MidiSelfAttention, RotaryEmbedding, prepare_decoder
 from .configuration_gpt import MidiGPTConfig
-
-logger = logging.get_logger(__name__)
 
 
 class MidiGPTBlock(GradientCheckpointingLayer):
@@ -49,19 +42,21 @@ class MidiGPTBlock(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: Cache | None = None,
+        **kwargs,
     ) -> torch.Tensor:
-        attended = self.self_attn(
+        attended, _ = self.self_attn(
             self.attention_norm(hidden_states),
             attention_mask=attention_mask,
             position_embeddings=position_embeddings,
             cache=cache,
+            **kwargs,
         )
         hidden_states = hidden_states + self.dropout(attended)
         return hidden_states + self.dropout(self.mlp(self.ffn_norm(hidden_states)))
 
 
 class MidiGPTPreTrainedModel(PreTrainedModel):
-    """Base class: the config class and the capabilities transformers reads (SDPA, checkpointing)."""
+    """Base class: the config class and the capabilities transformers reads (backends, compile)."""
 
     config_class = MidiGPTConfig
     config: MidiGPTConfig
@@ -69,6 +64,14 @@ class MidiGPTPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["MidiGPTBlock"]
     _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    _can_record_outputs = {
+        "hidden_states": MidiGPTBlock,
+        "attentions": OutputRecorder(MidiSelfAttention, index=1),
+    }
 
 
 class MidiGPTModel(MidiGPTPreTrainedModel):
@@ -99,16 +102,19 @@ class MidiGPTModel(MidiGPTPreTrainedModel):
         self.embed_tokens = value
 
     def _check_positions(
-        self, position_ids: torch.LongTensor, total_length: int, given: bool
+        self, position_ids: torch.LongTensor, total_length: int | torch.Tensor, given: bool
     ) -> None:
         """Fail clearly when an absolute position falls outside the learned table.
 
         Positions derived from the mask never exceed ``total_length - 1``, so the exact check
         (a device synchronisation on GPUs) runs only when the sequence is longer than the table,
-        or when positions were passed in and live on the CPU, where the check is free.
+        or when positions were passed in and live on the CPU, where the check is free. Skipped
+        inside a compiled graph, where it would be a data-dependent branch.
         """
+        if torch.compiler.is_compiling():
+            return
         limit = self.config.max_position_embeddings
-        if total_length <= limit and not (given and position_ids.device.type == "cpu"):
+        if int(total_length) <= limit and not (given and position_ids.device.type == "cpu"):
             return
         largest = int(position_ids.max())
         if largest >= limit:
@@ -119,6 +125,7 @@ class MidiGPTModel(MidiGPTPreTrainedModel):
             )
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -127,67 +134,31 @@ class MidiGPTModel(MidiGPTPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        if self.gradient_checkpointing and self.training and use_cache:
-            logger.warning_once("use_cache=True is incompatible with gradient checkpointing: off.")
-            use_cache = False
-        if not use_cache:
-            cache = None
-        elif cache is None:
-            cache = DynamicCache(config=self.config)
-        output_hidden_states = (
-            self.config.output_hidden_states
-            if output_hidden_states is None
-            else output_hidden_states
-        )
-
-        batch, length = inputs_embeds.shape[:2]
-        past_length = cache.get_seq_length() if cache is not None else 0
-        if attention_mask is not None and attention_mask.shape[-1] != past_length + length:
-            raise ValueError(
-                f"attention_mask covers {attention_mask.shape[-1]} positions but the cache holds "
-                f"{past_length} and input has {length} (expected {past_length + length})."
-            )
         positions_given = position_ids is not None
-        if position_ids is None:
-            position_ids = position_ids_from_mask(
-                attention_mask, past_length, length, inputs_embeds.device
-            )
-
-        hidden_states = inputs_embeds
+        inputs = prepare_decoder(
+            self, input_ids, inputs_embeds, attention_mask, position_ids, cache, use_cache
+        )
+        hidden_states = inputs.inputs_embeds
         position_embeddings = None
         if self.embed_positions is not None:
-            self._check_positions(position_ids, past_length + length, positions_given)
-            hidden_states = hidden_states + self.embed_positions(position_ids)
+            total_length = inputs.past_length + hidden_states.shape[1]
+            self._check_positions(inputs.position_ids, total_length, positions_given)
+            hidden_states = hidden_states + self.embed_positions(inputs.position_ids)
         else:
-            position_embeddings = self.rotary_emb(position_ids, hidden_states.dtype)
+            position_embeddings = self.rotary_emb(inputs.position_ids, hidden_states.dtype)
         hidden_states = self.dropout(hidden_states)
-
-        mask = build_attention_mask(
-            attention_mask, length, past_length, hidden_states.dtype, hidden_states.device
-        )
-        all_hidden_states = () if output_hidden_states else None
         for layer in self.layers:
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
             hidden_states = layer(
                 hidden_states,
-                attention_mask=mask,
+                attention_mask=inputs.attention_mask,
                 position_embeddings=position_embeddings,
-                cache=cache,
+                cache=inputs.cache,
+                **kwargs,
             )
-        hidden_states = self.norm(hidden_states)
-        if output_hidden_states:
-            all_hidden_states += (hidden_states,)
         return BaseModelOutputWithPast(
-            last_hidden_state=hidden_states, cache=cache, hidden_states=all_hidden_states
+            last_hidden_state=self.norm(hidden_states), cache=inputs.cache
         )
 
 
@@ -236,7 +207,7 @@ class MidiGPTForCausalLM(MidiGPTPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
-            output_hidden_states=kwargs.pop("output_hidden_states", None),
+            **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
         logits = self.lm_head(hidden_states)
@@ -246,7 +217,11 @@ class MidiGPTForCausalLM(MidiGPTPreTrainedModel, GenerationMixin):
                 logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
             )
         return CausalLMOutputWithPast(
-            loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
         )
 
 

@@ -10,17 +10,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
-from transformers.utils import logging
+from transformers.utils import can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from ._layers import MidiFeedForward, RelativeSelfAttention, build_attention_mask
+from ._layers import MidiFeedForward, RelativeSelfAttention, prepare_decoder
 from .configuration_music_transformer import MusicTransformerConfig
-
-logger = logging.get_logger(__name__)
 
 
 class MusicTransformerDecoderLayer(GradientCheckpointingLayer):
@@ -41,9 +40,11 @@ class MusicTransformerDecoderLayer(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
-        use_cache: bool | None = False,
+        **kwargs,
     ) -> torch.Tensor:
-        attended = self.self_attn(self.self_attn_layer_norm(hidden_states), attention_mask, cache)
+        attended, _ = self.self_attn(
+            self.self_attn_layer_norm(hidden_states), attention_mask, cache, **kwargs
+        )
         hidden_states = hidden_states + self.dropout(attended)
         transformed = self.mlp(self.final_layer_norm(hidden_states))
         return hidden_states + self.dropout(transformed)
@@ -62,6 +63,13 @@ class MusicTransformerPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["MusicTransformerDecoderLayer"]
     _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    _can_record_outputs = {
+        "hidden_states": MusicTransformerDecoderLayer,
+        "attentions": OutputRecorder(RelativeSelfAttention, index=1),
+    }
 
 
 class MusicTransformerModel(MusicTransformerPreTrainedModel):
@@ -82,7 +90,14 @@ class MusicTransformerModel(MusicTransformerPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -94,39 +109,17 @@ class MusicTransformerModel(MusicTransformerPreTrainedModel):
         **kwargs,
     ) -> BaseModelOutputWithPast:
         """Hidden states of the last block; ``position_ids`` are accepted and unused (relative)."""
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError(
-                "MusicTransformerModel needs exactly one of input_ids or inputs_embeds"
-            )
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
-        use_cache = self._resolve_use_cache(use_cache)
-        if not use_cache:
-            cache = None
-        elif cache is None:
-            cache = DynamicCache(config=self.config)
-        past_length = cache.get_seq_length() if cache is not None else 0
-        mask = build_attention_mask(
-            attention_mask,
-            inputs_embeds.shape[1],
-            past_length,
-            inputs_embeds.dtype,
-            inputs_embeds.device,
+        inputs = prepare_decoder(
+            self, input_ids, inputs_embeds, attention_mask, position_ids, cache, use_cache
         )
-        hidden_states = self.dropout(inputs_embeds)
+        hidden_states = self.dropout(inputs.inputs_embeds)
         for layer in self.layers:
             hidden_states = layer(
-                hidden_states, attention_mask=mask, cache=cache, use_cache=use_cache
+                hidden_states, attention_mask=inputs.attention_mask, cache=inputs.cache, **kwargs
             )
-        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
-
-    def _resolve_use_cache(self, use_cache: bool | None) -> bool:
-        """Config default, switched off while gradient checkpointing recomputes the blocks."""
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            logger.warning_once("use_cache=True is incompatible with gradient checkpointing; off.")
-            use_cache = False
-        return bool(use_cache)
+        return BaseModelOutputWithPast(
+            last_hidden_state=self.norm(hidden_states), cache=inputs.cache
+        )
 
 
 class MusicTransformerForCausalLM(MusicTransformerPreTrainedModel, GenerationMixin):
@@ -141,6 +134,7 @@ class MusicTransformerForCausalLM(MusicTransformerPreTrainedModel, GenerationMix
         self.post_init()
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -161,6 +155,7 @@ class MusicTransformerForCausalLM(MusicTransformerPreTrainedModel, GenerationMix
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
         logits = self.lm_head(hidden_states)
@@ -169,7 +164,13 @@ class MusicTransformerForCausalLM(MusicTransformerPreTrainedModel, GenerationMix
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
             )
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
 
 
 __all__ = [

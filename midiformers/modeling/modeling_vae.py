@@ -13,22 +13,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from ._layers import (
     MidiFeedForward,
     MidiSelfAttention,
     RotaryEmbedding,
-    build_attention_mask,
-    mask_min,
+    attention_function,
+    embed_inputs,
     position_ids_from_mask,
+    prepare_decoder,
 )
 from .configuration_vae import MidiVAEConfig
 
@@ -68,6 +70,9 @@ class MidiVAEModelOutput(ModelOutput):
         latent (`torch.FloatTensor` of shape `(batch_size, latent_size)`): the `z` decoded from.
         composer_labels (`torch.LongTensor` of shape `(batch_size,)`): the prior component (composer)
             used for the memory and the KL, given or inferred.
+        hidden_states, attentions, cross_attentions (`tuple(torch.FloatTensor)`, *optional*): the
+            decoder's input and block outputs, self-attention and cross-attention weights, when
+            `output_hidden_states` / `output_attentions` ask for them.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -76,6 +81,9 @@ class MidiVAEModelOutput(ModelOutput):
     logvar: torch.FloatTensor | None = None
     latent: torch.FloatTensor | None = None
     composer_labels: torch.LongTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -91,7 +99,8 @@ class MidiVAEOutput(ModelOutput):
         kl (`torch.FloatTensor`, *optional*): KL(q(z|x) || p(z|composer)) per piece in nats,
             averaged over the batch, before free bits.
         kl_weight (`torch.FloatTensor`, *optional*): the beta the loss used.
-        mu, logvar, latent, composer_labels: as in [`MidiVAEModelOutput`].
+        mu, logvar, latent, composer_labels, hidden_states, attentions, cross_attentions: as in
+            [`MidiVAEModelOutput`].
     """
 
     loss: torch.FloatTensor | None = None
@@ -104,6 +113,9 @@ class MidiVAEOutput(ModelOutput):
     logvar: torch.FloatTensor | None = None
     latent: torch.FloatTensor | None = None
     composer_labels: torch.LongTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 def gaussian_kl(
@@ -133,26 +145,30 @@ class MidiCrossAttention(nn.Module):
         self.k_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=bias)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=bias)
+        self.is_causal = False
 
     def _shape(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, _ = x.shape
-        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        return x.view(*x.shape[:-1], self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, hidden_states: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        batch, length, _ = hidden_states.shape
+    def forward(
+        self, hidden_states: torch.Tensor, memory: torch.Tensor, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]
         query = self._shape(self.q_proj(hidden_states))
         key = self._shape(self.k_proj(memory))
         value = self._shape(self.v_proj(memory))
-        dropout = self.attention_dropout if self.training else 0.0
-        if self.config._attn_implementation == "eager":
-            scores = torch.matmul(query, key.transpose(-1, -2)) * self.scaling
-            weights = F.dropout(scores.softmax(dim=-1), p=dropout, training=self.training)
-            output = torch.matmul(weights, value)
-        else:
-            output = F.scaled_dot_product_attention(
-                query, key, value, dropout_p=dropout, scale=self.scaling
-            )
-        return self.o_proj(output.transpose(1, 2).reshape(batch, length, -1))
+        output, weights = attention_function(self.config)(
+            self,
+            query,
+            key,
+            value,
+            None,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        output = output.reshape(*input_shape, -1).contiguous()
+        return self.o_proj(output), weights
 
 
 class MidiVAEEncoderLayer(GradientCheckpointingLayer):
@@ -161,7 +177,7 @@ class MidiVAEEncoderLayer(GradientCheckpointingLayer):
     def __init__(self, config, layer_idx: int):
         super().__init__()
         self.self_attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.self_attn = MidiSelfAttention(config, layer_idx, use_rotary=True)
+        self.self_attn = MidiSelfAttention(config, layer_idx, use_rotary=True, is_causal=False)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.ffn = MidiFeedForward(
             config.hidden_size, config.intermediate_size, config.hidden_act, config.hidden_dropout
@@ -171,10 +187,10 @@ class MidiVAEEncoderLayer(GradientCheckpointingLayer):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
-        attended = self.self_attn(
+        attended, _ = self.self_attn(
             self.self_attn_norm(hidden_states),
             attention_mask=attention_mask,
             position_embeddings=position_embeddings,
@@ -205,15 +221,17 @@ class MidiVAEDecoderLayer(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: Cache | None = None,
+        **kwargs,
     ) -> torch.Tensor:
-        attended = self.self_attn(
+        attended, _ = self.self_attn(
             self.self_attn_norm(hidden_states),
             attention_mask=attention_mask,
             position_embeddings=position_embeddings,
             cache=cache,
+            **kwargs,
         )
         hidden_states = hidden_states + self.dropout(attended)
-        crossed = self.cross_attn(self.cross_attn_norm(hidden_states), memory)
+        crossed, _ = self.cross_attn(self.cross_attn_norm(hidden_states), memory, **kwargs)
         hidden_states = hidden_states + self.dropout(crossed)
         return hidden_states + self.dropout(self.ffn(self.ffn_norm(hidden_states)))
 
@@ -224,7 +242,15 @@ class MidiVAEPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
     _no_split_modules = ["MidiVAEEncoderLayer", "MidiVAEDecoderLayer"]
+    _can_record_outputs = {
+        "hidden_states": MidiVAEDecoderLayer,
+        "attentions": OutputRecorder(MidiSelfAttention, index=1, layer_name="layers"),
+        "cross_attentions": OutputRecorder(MidiCrossAttention, index=1),
+    }
 
     def _init_weights(self, module: nn.Module) -> None:
         """Default init, plus the prior components: means spread apart, unit variances."""
@@ -276,8 +302,7 @@ class MidiVAEModel(MidiVAEPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
     ) -> MidiVAEPosterior:
         """Posterior ``q(z | x)``: bidirectional encoder, masked mean pooling, linear head."""
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
+        inputs_embeds = embed_inputs(self, input_ids, inputs_embeds)
         batch, length, _ = inputs_embeds.shape
         device, dtype = inputs_embeds.device, inputs_embeds.dtype
         if attention_mask is not None and attention_mask.shape[-1] != length:
@@ -288,14 +313,13 @@ class MidiVAEModel(MidiVAEPreTrainedModel):
         positions = position_ids_from_mask(attention_mask, 0, length, device)
         position_embeddings = self.rotary(positions, dtype)
         if attention_mask is None:
-            additive = torch.zeros((1, 1, 1, length), dtype=dtype, device=device)
             weights = torch.ones((batch, length), dtype=dtype, device=device)
         else:
             weights = attention_mask.to(dtype)
-            additive = (1.0 - weights)[:, None, None, :] * mask_min(dtype)
+        mask = create_bidirectional_mask(self.config, inputs_embeds, attention_mask)
         hidden_states = self.dropout(inputs_embeds)
         for layer in self.encoder_layers:
-            hidden_states = layer(hidden_states, additive, position_embeddings)
+            hidden_states = layer(hidden_states, mask, position_embeddings)
         hidden_states = self.encoder_norm(hidden_states)
         pooled = (hidden_states * weights.unsqueeze(-1)).sum(1) / weights.sum(
             1, keepdim=True
@@ -361,6 +385,7 @@ class MidiVAEModel(MidiVAEPreTrainedModel):
     # ------------------------------------------------------------------ forward
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -379,18 +404,13 @@ class MidiVAEModel(MidiVAEPreTrainedModel):
         composer_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             composer ids; negative or absent means "unknown" (the nearest prior component is used).
         """
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Specify exactly one of input_ids or inputs_embeds")
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and cache is None:
-            cache = DynamicCache(config=self.config)
-        past_length = cache.get_seq_length() if cache is not None else 0
-
+        inputs = prepare_decoder(
+            self, input_ids, inputs_embeds, attention_mask, position_ids, cache, use_cache
+        )
+        inputs_embeds = inputs.inputs_embeds
         mu = logvar = None
         if latent is None:
-            if past_length:
+            if inputs.past_length:
                 raise ValueError(
                     "latent is required once the cache holds tokens (generate() passes it); "
                     "the encoder only reads whole pieces"
@@ -407,27 +427,20 @@ class MidiVAEModel(MidiVAEPreTrainedModel):
         composer_labels = self.resolve_composers(composer_labels, reference, logvar)
         memory = self.build_memory(latent.to(inputs_embeds.dtype), composer_labels)
 
-        length = inputs_embeds.shape[1]
-        if position_ids is None:
-            position_ids = position_ids_from_mask(
-                attention_mask, past_length, length, inputs_embeds.device
-            )
-        position_embeddings = self.rotary(position_ids, inputs_embeds.dtype)
-        causal_mask = build_attention_mask(
-            attention_mask, length, past_length, inputs_embeds.dtype, inputs_embeds.device
-        )
+        position_embeddings = self.rotary(inputs.position_ids, inputs_embeds.dtype)
         hidden_states = self.dropout(inputs_embeds)
         for layer in self.layers:
             hidden_states = layer(
                 hidden_states,
                 memory,
-                attention_mask=causal_mask,
+                attention_mask=inputs.attention_mask,
                 position_embeddings=position_embeddings,
-                cache=cache,
+                cache=inputs.cache,
+                **kwargs,
             )
         return MidiVAEModelOutput(
             last_hidden_state=self.norm(hidden_states),
-            cache=cache if use_cache else None,
+            cache=inputs.cache,
             mu=mu,
             logvar=logvar,
             latent=latent,
@@ -521,6 +534,7 @@ class MidiVAEForConditionalGeneration(MidiVAEPreTrainedModel, GenerationMixin):
     # ------------------------------------------------------------------ forward
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -554,6 +568,7 @@ class MidiVAEForConditionalGeneration(MidiVAEPreTrainedModel, GenerationMixin):
             latent=latent,
             composer_labels=composer_labels,
             use_cache=use_cache,
+            **kwargs,
         )
         hidden_states = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
@@ -587,6 +602,9 @@ class MidiVAEForConditionalGeneration(MidiVAEPreTrainedModel, GenerationMixin):
             logvar=outputs.logvar,
             latent=outputs.latent,
             composer_labels=outputs.composer_labels,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            cross_attentions=outputs.cross_attentions,
         )
 
     def _next_kl_weight(self, override: float | None) -> float:
