@@ -1,11 +1,17 @@
 """The Gradio demo: the generate function, the page in a real browser (Debian's Chromium driven by
-Playwright) and the API endpoint through ``gradio_client``."""
+Playwright), the API endpoint through ``gradio_client``, and hostile API calls that name files
+on the server."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import shutil
 import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +22,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from symusic import Score  # noqa: E402
 
 from midiformers.app import create_demo, parse_args  # noqa: E402
-from midiformers.app.demo import Generator, _composer_update  # noqa: E402
+from midiformers.app.demo import (  # noqa: E402
+    EXAMPLES_DIR,
+    UPLOAD_REFUSED,
+    Generator,
+    UploadRefusedError,
+    _composer_update,
+    check_upload_path,
+    upload_dirs,
+)
 from midiformers.app.models import resolve_models  # noqa: E402
 from midiformers.audio import find_soundfont  # noqa: E402
 
@@ -76,13 +90,47 @@ def expected_notes(model_dir: Path, primer: Path | None) -> int:
 
 
 @pytest.fixture(scope="module")
-def served_demo(tiny_model_dir, tmp_path_factory):
-    """The demo with the tiny model, serving on a free port for the whole module."""
-    demo = create_demo([str(tiny_model_dir)], output_dir=tmp_path_factory.mktemp("demo-out"))
+def upload_dir(tmp_path_factory):
+    """Gradio's upload folder for this module's demos (``GRADIO_TEMP_DIR``), apart from others."""
+    folder = tmp_path_factory.mktemp("gradio-uploads")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_TEMP_DIR", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def demo_output_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("demo-out")
+
+
+@pytest.fixture(scope="module")
+def served_demo(upload_dir, tiny_model_dir, tiny_vae_dir, demo_output_dir):
+    """The demo with the tiny GPT and the tiny VAE, serving on a free port for the module."""
+    demo = create_demo([str(tiny_model_dir), str(tiny_vae_dir)], output_dir=demo_output_dir)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
+
+
+def file_data(path: str | Path) -> dict:
+    """What a client sends for a file: Gradio's FileData, here with any path the client likes."""
+    return {"path": str(path), "orig_name": Path(path).name, "meta": {"_type": "gradio.FileData"}}
+
+
+def call_generate(base_url: str, model: str, composer, primer) -> tuple[str, object]:
+    """Call ``/generate`` over plain HTTP, as any client may; returns the last event's name and
+    data (``complete`` and the outputs, or ``error`` and its message)."""
+    import httpx
+
+    data = [model, composer, primer, *(SETTINGS[key] for key in SETTINGS), True]
+    with httpx.Client(base_url=base_url, timeout=120) as http:
+        posted = http.post("gradio_api/call/generate", json={"data": data})
+        posted.raise_for_status()
+        answer = http.get(f"gradio_api/call/generate/{posted.json()['event_id']}").text
+    events = [block.splitlines() for block in answer.strip().split("\n\n") if block.strip()]
+    event, payload = events[-1][0].removeprefix("event: "), events[-1][1].removeprefix("data: ")
+    return event, json.loads(payload)
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +192,18 @@ def test_page_flow_in_a_real_browser(
             status.get_by_text("Primer rejected").wait_for(timeout=30_000)
             assert "text_renamed.mid: not a MIDI file" in status.inner_text()
 
-            # 3. the app is still usable
+            # 3. the app is still usable, and so are the examples
             upload_primer(page, primer_path)
             generate.click()
             status.get_by_text(f"{notes} notes").wait_for(timeout=60_000)
+            example = sorted(EXAMPLES_DIR.glob("*.mid"))[0]
+            page.get_by_text(example.name, exact=True).first.click()
+            page.locator("#primer").get_by_label(example.name).wait_for()
+            page.get_by_label("Seed (-1: random)").fill("8")  # tells this result from the last
+            generate.click()
+            status.get_by_text("seed 8").wait_for(timeout=60_000)
+            shown = re.match(r"(\d+) notes, \d+ new tokens", status.inner_text().strip())
+            assert shown and int(shown[1]) > 0, status.inner_text()  # the example's notes at least
             if find_soundfont() is not None:
                 assert_audio_loaded(page)
             ARTIFACTS.mkdir(exist_ok=True)
@@ -220,6 +276,20 @@ def test_composer_choice_follows_the_model(tiny_model_dir, tiny_vae_dir, tmp_pat
     status, *_, midi, num_tokens, _ = generator(vae.label, "chopin", None, 1.0, 0, 1.0, 16, 3, True)
     assert "composer chopin" in status and num_tokens == 16
     assert Path(midi).is_file()
+    status = generator(vae.label, None, None, 1.0, 0, 1.0, 16, 3, True)[0]
+    assert "composer bach" in status  # none chosen: the first
+    status, *_, midi, num_tokens, _ = generator(vae.label, "satie", None, 1, 0, 1, 16, 3, True)
+    assert (
+        status
+        == f"**Unknown composer** 'satie' for model {vae.label!r}; choose one of bach, chopin."
+    )
+    assert midi is None and num_tokens is None
+    status, *_, midi, _, _ = generator(gpt.label, "bach", None, 1.0, 0, 1.0, 16, 3, True)
+    assert status.endswith(
+        f" Composer 'bach' ignored: model {gpt.label!r} is not composer-conditioned "
+        "(leave the composer empty)."
+    )
+    assert "16 new tokens" in status and Path(midi).is_file()
 
 
 def test_without_a_model_the_page_says_how_to_make_one(tmp_path, monkeypatch, caplog):
@@ -249,8 +319,10 @@ def test_oversized_primer_is_rejected_with_its_size(tiny_model_dir, tmp_path, pr
     big = tmp_path / "huge.mid"
     big.write_bytes(primer_path.read_bytes() + b"\0" * MAX_PRIMER_BYTES)
     entries, _ = resolve_models([str(tiny_model_dir)])
-    status = Generator(entries, tmp_path)(entries[0].label, None, str(big), 1, 0, 1, 16, 0, True)[0]
-    assert "huge.mid: file too large" in status
+    generator = Generator(entries, tmp_path, primer_dirs=[tmp_path])
+    status = generator(entries[0].label, None, str(big), 1, 0, 1, 16, 0, True)[0]
+    size_kib = round(big.stat().st_size / 1024)
+    assert f"huge.mid: file too large ({size_kib} KiB; the limit is 1024 KiB)" in status
 
 
 def test_command_line_defaults(monkeypatch):
@@ -288,7 +360,7 @@ def test_empty_primer_and_a_model_that_fails_to_load_leave_messages(
     shutil.copy(tiny_model_dir / "config.json", broken)  # a config, but no weights
     entries, notices = resolve_models([str(tiny_model_dir), str(broken)])
     assert notices == []
-    generator = Generator(entries, tmp_path, audio_off="")
+    generator = Generator(entries, tmp_path, audio_off="", primer_dirs=[no_notes_midi_path.parent])
     status = generator(entries[0].label, None, str(no_notes_midi_path), 1, 0, 1, 16, 0, True)[0]
     assert "16 new tokens" in status and "primer has no notes" in status
     status = generator(entries[1].label, None, None, 1, 0, 1, 16, 0, True)[0]
@@ -302,3 +374,221 @@ def test_models_with_the_same_folder_name_get_distinct_labels(tiny_model_dir, tm
         shutil.copytree(tiny_model_dir, tmp_path / parent / "default")
     entries, _ = resolve_models([str(tmp_path / "run-a/default"), str(tmp_path / "run-b/default")])
     assert [entry.label for entry in entries] == ["run-a/default", "run-b/default"]
+
+
+def test_api_composer_mistakes_get_clear_messages(served_demo, tiny_model_dir, tiny_vae_dir):
+    from gradio_client import Client
+
+    client = Client(served_demo, verbose=False)
+    sampling = [SETTINGS[key] for key in SETTINGS]
+    gpt, vae = tiny_model_dir.name, tiny_vae_dir.name
+    status, *_ = client.predict(gpt, "bach", None, *sampling, True, api_name="/generate")
+    assert "new tokens" in status and "composer bach" not in status  # generated without it
+    assert f"Composer 'bach' ignored: model {gpt!r} is not composer-conditioned" in status
+    # The VAE is not the first model, so the page's composer list starts empty: still accepted.
+    status, *_ = client.predict(vae, "chopin", None, *sampling, True, api_name="/generate")
+    assert "composer chopin" in status
+    status, *_ = client.predict(vae, "satie", None, *sampling, True, api_name="/generate")
+    assert status.startswith("**Unknown composer** 'satie'")
+
+
+def test_upload_path_check_accepts_only_uploads_and_examples(tmp_path, monkeypatch):
+    uploads = tmp_path / "uploads"
+    (uploads / "abc123").mkdir(parents=True)
+    upload = uploads / "abc123" / "primer.mid"
+    upload.write_bytes(b"MThd")
+    (uploads / "abc123" / "same.mid").symlink_to(upload)
+    private = tmp_path / "private"
+    private.mkdir()
+    secret = private / "secret.mid"
+    secret.write_bytes(b"MThd secret")
+    (private / "passwords.txt").write_text("TOP-SECRET\n")
+    (uploads / "abc123" / "link.mid").symlink_to(secret)
+    (uploads / "abc123" / "text.mid").symlink_to(private / "passwords.txt")
+    (uploads / "loop.mid").symlink_to(uploads / "loop.mid")
+    (tmp_path / "alias").symlink_to(uploads)
+    allowed = [uploads, EXAMPLES_DIR]
+
+    assert check_upload_path(str(upload), allowed) == upload.resolve()
+    assert check_upload_path(uploads / "abc123" / "same.mid", allowed) == upload.resolve()
+    assert check_upload_path(tmp_path / "alias/abc123/primer.mid", allowed) == upload.resolve()
+    assert check_upload_path(upload, [tmp_path / "alias"]) == upload.resolve()
+    example = sorted(EXAMPLES_DIR.glob("*.mid"))[0]
+    assert check_upload_path(str(example), allowed) == example.resolve()
+
+    refused = {
+        str(secret): "secret.mid",
+        os.path.relpath(secret): "secret.mid",
+        f"{uploads}/../private/secret.mid": "secret.mid",
+        f"{uploads}/abc123/../../private/secret.mid": "secret.mid",
+        str(uploads / "abc123" / "link.mid"): "link.mid",  # a link out of the uploads
+        str(uploads / "abc123" / "text.mid"): "text.mid",
+        str(private / "gone.mid"): "gone.mid",  # missing: the same answer as existing
+        str(uploads / "abc123" / "gone.mid"): "gone.mid",
+        str(uploads / "abc123"): "abc123",  # a folder
+        str(uploads / "loop.mid"): "loop.mid",
+        "https://example.com/primer.mid": "primer.mid",
+        "primer\0.mid": "primer\0.mid",
+        "": "the file",
+    }
+    for path, name in refused.items():
+        with pytest.raises(UploadRefusedError) as info:
+            check_upload_path(path, allowed)
+        assert str(info.value) == UPLOAD_REFUSED.format(name=name), path
+        assert "SECRET" not in str(info.value)
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+    assert upload_dirs() == (uploads, EXAMPLES_DIR)
+
+
+def test_generator_refuses_foreign_primers_and_never_echoes_their_bytes(
+    tiny_model_dir, tmp_path, midi_dir
+):
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    secret = tmp_path / "passwords.txt"
+    secret.write_text("TOP-SECRET-PASSWORD\n")
+    (uploads / "link.mid").symlink_to(secret)
+    for name in ("text_renamed.mid", "random_bytes.mid", "truncated.mid"):
+        shutil.copy(midi_dir / "broken" / name, uploads)
+    entries, _ = resolve_models([str(tiny_model_dir)])
+    generator = Generator(entries, tmp_path, audio_off="", primer_dirs=[uploads])
+
+    def status(primer) -> str:
+        result = generator(entries[0].label, None, str(primer), 1, 0, 1, 16, 0, True)
+        assert result[1:] == (None,) * 5  # nothing generated
+        return result[0]
+
+    refused = UPLOAD_REFUSED.format(name="link.mid")
+    assert status(uploads / "link.mid") == f"**Primer refused.** {refused}"
+    assert status(secret) == "**Primer refused.** " + UPLOAD_REFUSED.format(name="passwords.txt")
+    assert status(uploads / "text_renamed.mid") == (
+        "**Primer rejected.** text_renamed.mid: not a MIDI file"
+    )
+    assert status(uploads / "random_bytes.mid") == (
+        "**Primer rejected.** random_bytes.mid: not a MIDI file"
+    )
+    assert status(uploads / "truncated.mid").startswith("**Primer rejected.** truncated.mid: ")
+    for primer in uploads.iterdir():
+        text = status(primer)
+        head = primer.resolve().read_bytes()[:8]
+        assert "SECRET" not in text and "b'" not in text and "\\x" not in text
+        assert head.decode("latin-1") not in text
+
+
+def test_primer_messages_keep_the_reason_but_not_the_details():
+    from midiformers.app.demo import _primer_problem
+    from midiformers.tokenization import MidiFileError
+
+    cases = {
+        "not a MIDI file: it does not start with 'MThd' (starts with b'This is ')": (
+            "not a MIDI file"
+        ),
+        "the file is empty": "the file is empty",
+        "corrupt or truncated MIDI data (MiniMidi: unexpected byte 0x4d)": (
+            "corrupt or truncated MIDI data"
+        ),
+        "starts with b'SECRET' and more": "not a readable MIDI file",
+        "odd bytes \\x00\\x01": "not a readable MIDI file",
+        "line one\nSECRET": "not a readable MIDI file",
+    }
+    for reason, shown in cases.items():
+        assert _primer_problem(MidiFileError("up.mid", reason)) == f"up.mid: {shown}"
+
+
+@pytest.fixture
+def hostile_targets(tmp_path, upload_dir, primer_path) -> dict[str, str]:
+    """Paths a hostile client sends, each naming a file outside the upload folder: the paths
+    as sent, keyed by what they are."""
+    private = tmp_path / "private"
+    private.mkdir()
+    secret_midi = private / "private.mid"
+    score = Score(str(primer_path))
+    score.tracks[0].name = "TOP-SECRET-TRACK"  # bytes of its own, and a marker if echoed
+    score.dump_midi(str(secret_midi))
+    (private / "passwords.txt").write_text("TOP-SECRET-PASSWORD\n")
+    planted = upload_dir / f"planted-{tmp_path.name}"  # as if a link got into the uploads
+    planted.mkdir()
+    (planted / "text-link.mid").symlink_to(private / "passwords.txt")
+    (planted / "midi-link.mid").symlink_to(secret_midi)
+    yield {
+        "absolute": str(secret_midi),
+        "relative": os.path.relpath(secret_midi),
+        "dot-dot": f"{upload_dir}/{os.path.relpath(secret_midi, upload_dir)}",
+        "link to text": str(planted / "text-link.mid"),
+        "link to midi": str(planted / "midi-link.mid"),
+        "missing": str(private / "gone" / "private.mid"),
+    }
+    shutil.rmtree(planted)
+
+
+def assert_refused(event: str, payload, sent: str) -> None:
+    assert event == "error", f"{sent} was accepted: {payload}"
+    assert payload["error"] == UPLOAD_REFUSED.format(name=Path(sent).name)
+    text = json.dumps(payload)
+    assert "SECRET" not in text and "notes" not in text and "MThd" not in text
+
+
+def test_api_refuses_files_that_were_not_uploaded(
+    served_demo, tiny_model_dir, hostile_targets, demo_output_dir, upload_dir, primer_path
+):
+    import httpx
+
+    results_before = set(demo_output_dir.glob("result-*"))
+    for path in hostile_targets.values():
+        event, payload = call_generate(served_demo, tiny_model_dir.name, None, file_data(path))
+        assert_refused(event, payload, path)
+    assert set(demo_output_dir.glob("result-*")) == results_before  # the model never ran
+    secret = (Path(hostile_targets["absolute"])).read_bytes()
+    files = [p for p in upload_dir.rglob("*") if p.is_file() and not p.is_symlink()]
+    copies = [p for p in files if p.read_bytes() == secret]
+    assert not copies, "a server file was copied into the upload folder"
+
+    # What the page does still works: an upload through Gradio's route, and a shipped example.
+    with httpx.Client(base_url=served_demo, timeout=60) as http, primer_path.open("rb") as file:
+        uploaded = http.post("gradio_api/upload", files={"files": file}).json()[0]
+    notes = expected_notes(tiny_model_dir, primer_path)
+    event, outputs = call_generate(served_demo, tiny_model_dir.name, None, file_data(uploaded))
+    assert event == "complete" and f"{notes} notes" in outputs[0]
+    # An example as the page sends it: Gradio's copy in the upload folder, not the original.
+    original = sorted(EXAMPLES_DIR.glob("*.mid"))[0]
+    (cached,) = upload_dir.glob(f"*/{original.name}")
+    event, outputs = call_generate(served_demo, tiny_model_dir.name, None, file_data(cached))
+    assert event == "complete" and "notes" in outputs[0]
+    event, payload = call_generate(served_demo, tiny_model_dir.name, None, file_data(original))
+    assert_refused(event, payload, str(original))
+
+
+@contextlib.contextmanager
+def mounted(demo):
+    """Serve ``demo`` mounted in a FastAPI app (``gr.mount_gradio_app``) by uvicorn in a thread."""
+    import fastapi
+    import uvicorn
+
+    app = gr.mount_gradio_app(fastapi.FastAPI(), demo, path="/")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_mounted_demo_refuses_files_that_were_not_uploaded(
+    upload_dir, tiny_model_dir, hostile_targets, tmp_path
+):
+    # Mounted in FastAPI, Gradio 6 itself copies any file a request names into its cache.
+    demo = create_demo([str(tiny_model_dir)], output_dir=tmp_path / "out")
+    with mounted(demo) as url:
+        for kind in ("absolute", "link to text", "link to midi"):
+            path = hostile_targets[kind]
+            event, payload = call_generate(url, tiny_model_dir.name, None, file_data(path))
+            assert_refused(event, payload, path)
+    assert not list((tmp_path / "out").glob("result-*"))

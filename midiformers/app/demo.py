@@ -6,11 +6,15 @@ only parses the command line and launches it, so tests and Spaces run the same p
 
 from __future__ import annotations
 
+import html
 import logging
+import os
 import random
+import re
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,58 @@ DEFAULT_CONCURRENCY = 1
 """Generations running at once; more visitors wait in the queue instead of sharing the CPU."""
 MAX_QUEUE = 16
 KEEP_RESULTS_S = 3600
+"""Generated files (ours and Gradio's cached copies, uploads too) are deleted after an hour."""
+MAX_SEED = 2**31 - 1
+
+UPLOAD_REFUSED = (
+    "{name} was not uploaded through this page; upload the MIDI file with the Primer field "
+    "or pick one of the examples"
+)
+"""The one answer to a file path that is not an upload, whether or not that file exists."""
+
+
+class UploadRefusedError(ValueError):
+    """A request named a file that did not come through the demo's upload (or its examples)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__(UPLOAD_REFUSED.format(name=name))
+
+
+def _display_name(path: Any) -> str:
+    """How a file is called in messages: the last part of the name the request gave."""
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else ""
+    return text.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or "the file"
+
+
+def upload_dirs() -> tuple[Path, ...]:
+    """Where a request's files may lie: Gradio's upload folder (``GRADIO_TEMP_DIR``, else
+    ``<tmp>/gradio``: uploads and Gradio's copies of the examples) and the shipped examples."""
+    from gradio.utils import get_upload_folder
+
+    return (Path(get_upload_folder()), EXAMPLES_DIR)
+
+
+def check_upload_path(path: str | os.PathLike, allowed_dirs: Sequence[str | Path]) -> Path:
+    """The real path of an uploaded file, once it is known to be a regular file inside one of
+    ``allowed_dirs``.
+
+    Symlinks and ``..`` are resolved first, so a link in the upload folder to a file elsewhere
+    is refused like the file itself. A missing file is refused with the same message as one
+    outside, so the answer never tells whether a server file exists.
+
+    Raises:
+        UploadRefusedError: the file is not one of the allowed ones.
+    """
+    name = _display_name(path)
+    try:
+        real = Path(os.path.realpath(os.fspath(path)))
+        roots = [Path(os.path.realpath(folder)) for folder in allowed_dirs]
+        if any(real.is_relative_to(root) for root in roots) and real.is_file():
+            return real
+    except (TypeError, ValueError, OSError):  # not a path, NUL bytes, unreadable folders
+        pass
+    raise UploadRefusedError(name)
 
 
 @dataclass
@@ -59,10 +115,18 @@ class GenerationResult:
 class Generator:
     """The demo's generate function: validates input, runs the pipeline, renders the outputs."""
 
-    def __init__(self, entries: list[ModelEntry], output_dir: Path, audio_off: str | None = None):
+    def __init__(
+        self,
+        entries: list[ModelEntry],
+        output_dir: Path,
+        audio_off: str | None = None,
+        primer_dirs: Sequence[str | Path] | None = None,
+    ):
+        """``primer_dirs``: where primer files may lie (default: :func:`upload_dirs`)."""
         self.entries = {entry.label: entry for entry in entries}
         self.output_dir = output_dir
         self.audio_off = audio_off if audio_off is not None else audio_problem()
+        self.primer_dirs = tuple(primer_dirs) if primer_dirs is not None else upload_dirs()
 
     def __call__(
         self,
@@ -79,11 +143,19 @@ class Generator:
         entry = self.entries.get(model_label or "")
         if entry is None:
             return GenerationResult(_no_model_message(model_label, list(self.entries))).as_outputs()
+        composer = composer or None
+        if entry.composers and composer is not None and composer not in entry.composers:
+            return GenerationResult(
+                f"**Unknown composer** {composer!r} for model {entry.label!r}; choose one of "
+                f"{', '.join(entry.composers)}."
+            ).as_outputs()
         try:
             primer_score = self._load_primer(primer)
+        except UploadRefusedError as error:
+            return GenerationResult(f"**Primer refused.** {error}").as_outputs()
         except MidiFileError as error:
-            return GenerationResult(f"**Primer rejected.** {error}").as_outputs()
-        seed = int(seed) if seed is not None and seed >= 0 else random.randrange(2**31)
+            return GenerationResult(f"**Primer rejected.** {_primer_problem(error)}").as_outputs()
+        seed = int(seed) if seed is not None and seed >= 0 else random.randrange(MAX_SEED + 1)
         options = {
             "max_new_tokens": int(max_new_tokens),
             "temperature": float(temperature),
@@ -93,7 +165,7 @@ class Generator:
             "grammar": bool(grammar),
         }
         if entry.composers:
-            options["composer"] = composer if composer in entry.composers else entry.composers[0]
+            options["composer"] = composer or entry.composers[0]
         try:
             generate = entry.pipeline()
             start = time.perf_counter()
@@ -107,13 +179,28 @@ class Generator:
         result = self._outputs(entry, output, seconds, options)
         if primer_score is not None and primer_score.note_num() == 0:
             result.status += " The primer has no notes, so the piece starts from scratch."
+        if composer is not None and not entry.composers:
+            result.status += (
+                f" Composer {composer!r} ignored: model {entry.label!r} is not "
+                "composer-conditioned (leave the composer empty)."
+            )
         return result.as_outputs()
 
-    @staticmethod
-    def _load_primer(primer: str | None):
+    def _load_primer(self, primer: str | os.PathLike | None):
+        """The primer as a Score, read only from an upload (or an example), at most
+        ``MAX_PRIMER_BYTES`` long."""
         if not primer:
             return None
-        return load_score(primer, name=Path(primer).name, max_file_size=MAX_PRIMER_BYTES)
+        name = _display_name(primer)
+        path = check_upload_path(primer, self.primer_dirs)
+        size = path.stat().st_size
+        if size > MAX_PRIMER_BYTES:
+            raise _PrimerTooLargeError(
+                name,
+                f"file too large ({size / 1024:.0f} KiB; the limit is "
+                f"{MAX_PRIMER_BYTES // 1024} KiB)",
+            )
+        return load_score(path, name=name, max_file_size=MAX_PRIMER_BYTES)
 
     def _outputs(
         self, entry: ModelEntry, output: dict[str, Any], seconds: float, options: dict[str, Any]
@@ -172,6 +259,25 @@ def _primer_end(entry: ModelEntry, output: dict[str, Any]) -> float | None:
     return primer.to("second").end() if primer.note_num() else None
 
 
+class _PrimerTooLargeError(MidiFileError):
+    """A primer over ``MAX_PRIMER_BYTES``; its reason holds only sizes."""
+
+
+_DETAILS = re.compile(r": | \(|; ")
+_PLAIN_REASON = re.compile(r"[A-Za-z0-9 ,.'()/-]+")
+
+
+def _primer_problem(error: MidiFileError) -> str:
+    """``name: reason`` for a bad primer, without the details a reason may carry (the first
+    bytes of the file, the parser's own text): only the upload's name and what is wrong."""
+    if isinstance(error, _PrimerTooLargeError):
+        return str(error)
+    reason = _DETAILS.split(error.reason, maxsplit=1)[0].strip()
+    if not _PLAIN_REASON.fullmatch(reason) or re.search(r"\bb['\"]", reason):
+        reason = "not a readable MIDI file"
+    return f"{error.name}: {reason}"
+
+
 def _no_model_message(label: str | None, labels: list[str]) -> str:
     if not labels:
         return "**No model loaded.** See the notice above for how to create one."
@@ -218,11 +324,16 @@ def create_demo(
     else:
         output_dir, owned_dir = Path(output_dir), None
         output_dir.mkdir(parents=True, exist_ok=True)
-    generator = Generator(entries, output_dir, audio_off=problem or "")
+    primer_dirs = upload_dirs()
+    generator = Generator(entries, output_dir, audio_off=problem or "", primer_dirs=primer_dirs)
     labels = [entry.label for entry in entries]
     first = entries[0] if entries else None
 
-    with gr.Blocks(title="midiformers", analytics_enabled=False) as demo:
+    with gr.Blocks(
+        title="midiformers",
+        analytics_enabled=False,
+        delete_cache=(KEEP_RESULTS_S, KEEP_RESULTS_S),  # uploads and results: at most an hour
+    ) as demo:
         gr.Markdown(
             "# midiformers: symbolic music generation\n"
             "Pick a model, optionally upload a primer MIDI file to continue, and press "
@@ -239,6 +350,7 @@ def create_demo(
                     value=(first.composers or [None])[0] if first else None,
                     label="Composer",
                     visible=bool(first and first.composers),
+                    allow_custom_value=True,  # the choices follow the model; Generator checks
                 )
                 primer = gr.File(
                     label=f"Primer MIDI (optional, up to {MAX_PRIMER_BYTES // 1024} KiB)",
@@ -256,7 +368,13 @@ def create_demo(
                     max_new_tokens = gr.Slider(
                         16, MAX_NEW_TOKENS, value=256, step=16, label="Tokens to generate"
                     )
-                    seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)")
+                    seed = gr.Number(
+                        value=-1,
+                        precision=0,
+                        minimum=-1,
+                        maximum=MAX_SEED,
+                        label="Seed (-1: random)",
+                    )
                     grammar = gr.Checkbox(
                         value=True, label="Grammar (only token sequences that decode to MIDI)"
                     )
@@ -287,6 +405,7 @@ def create_demo(
             concurrency_limit=concurrency_limit,
         )
     demo.queue(default_concurrency_limit=concurrency_limit, max_size=max_queue)
+    _refuse_foreign_files(demo, [demo.GRADIO_CACHE])
     if owned_dir is not None:
         _remove_on_close(demo, owned_dir)
     return demo
@@ -297,6 +416,36 @@ def _composer_update(gr, entry: ModelEntry | None):
     return gr.Dropdown(
         choices=composers, value=composers[0] if composers else None, visible=bool(composers)
     )
+
+
+def _refuse_foreign_files(demo, allowed_dirs: Sequence[str | Path]) -> None:
+    """Check every file a request names, before Gradio copies it into its cache, with
+    :func:`check_upload_path`; refuse the request with a clear message otherwise.
+
+    The page only ever sends files from Gradio's upload folder (uploads, and Gradio's copies
+    of the examples). Gradio 6 refuses other paths itself only in an app started with
+    ``launch()``, and then without a message; mounted in FastAPI (``gr.mount_gradio_app``)
+    it copies whatever server file a request names into its cache and hands the copy on.
+    """
+    import gradio as gr
+    from gradio_client.utils import is_file_obj, traverse
+
+    preprocess_data = demo.preprocess_data
+
+    def check(payload: dict) -> dict:
+        try:
+            check_upload_path(payload["path"], allowed_dirs)
+        except UploadRefusedError as error:
+            message = UPLOAD_REFUSED.format(name=html.escape(error.name))
+            raise gr.Error(message, title="File refused", print_exception=False) from None
+        return payload
+
+    async def checked_preprocess_data(block_fn, inputs, *args, **kwargs):
+        for value in inputs:
+            traverse(value, check, is_file_obj)
+        return await preprocess_data(block_fn, inputs, *args, **kwargs)
+
+    demo.preprocess_data = checked_preprocess_data
 
 
 def _remove_on_close(demo, folder: Path) -> None:
