@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -17,8 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+import midiformers.hub.model_card as model_card_module
 import midiformers.hub.push as push_module
-from midiformers.hub import push_dataset, push_model, write_space
+from midiformers.hub import make_model_card, push_dataset, push_model, write_space
 from midiformers.hub.cli import main as hub_main
 
 
@@ -281,3 +283,69 @@ def test_space_command_reports_bad_input(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         hub_main(["space", str(tmp_path / "c"), "--model", "outputs/missing"])
     assert "neither a saved model folder nor a Hub model id" in capsys.readouterr().err
+
+
+def test_space_folder_inside_a_copied_folder_is_refused(tiny_model_dir, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    with pytest.raises(SystemExit):
+        hub_main(["space", str(model / "space"), "--model", str(model)])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == (
+        f"midiformers-hub: error: the Space folder {model / 'space'} lies inside the model "
+        f"folder {model}, which is copied into the Space; choose a folder outside it"
+    )
+    assert not (model / "space").exists()
+    (tmp_path / "link").symlink_to(model)  # the same folder under another name
+    with pytest.raises(ValueError, match="lies inside the model folder"):
+        write_space(tmp_path / "link" / "deeper" / "space", [str(model)])
+    assert sorted(path.name for path in model.iterdir()) == sorted(
+        path.name for path in tiny_model_dir.iterdir()
+    )
+    package_dir = Path(push_module.__file__).resolve().parents[1]
+    inside_package = package_dir / f"space-{tmp_path.name}"
+    try:
+        with pytest.raises(ValueError, match="lies inside the midiformers package"):
+            write_space(inside_package, [str(model)])
+        assert not inside_package.exists()
+    finally:
+        shutil.rmtree(inside_package, ignore_errors=True)
+
+
+URL = re.compile(r"https?://[^\s)\]>\"'`]+")
+
+
+def test_cards_link_only_urls_the_package_metadata_lists(tiny_model_dir, tmp_path):
+    import importlib.metadata
+
+    listed = importlib.metadata.metadata("midiformers").get_all("Project-URL") or []
+    allowed = {entry.partition(",")[2].strip() for entry in listed}
+    card = str(make_model_card("midiformers_gpt", dataset="bach_chorales", repo_id="me/x"))
+    space = write_space(tmp_path / "space", [str(tiny_model_dir)], package_spec="midiformers")
+    readme = (space / "README.md").read_text()
+    for text in (card, readme):
+        assert "github.com/midiformers" not in text
+        assert set(URL.findall(text)) <= allowed, set(URL.findall(text)) - allowed
+        assert "midiformers" in text
+
+
+def test_cards_link_the_project_url_when_the_metadata_has_one(
+    monkeypatch, tiny_model_dir, tmp_path
+):
+    import email.message
+    import importlib.metadata
+
+    metadata = email.message.Message()
+    metadata["Name"] = "midiformers"
+    metadata["Project-URL"] = "Documentation, https://docs.example.org/midiformers"
+    metadata["Project-URL"] = "Repository, https://code.example.org/midiformers"
+    real = importlib.metadata.metadata
+    monkeypatch.setattr(
+        model_card_module.importlib.metadata,
+        "metadata",
+        lambda name: metadata if name == "midiformers" else real(name),
+    )
+    link = "[midiformers](https://code.example.org/midiformers)"  # the repository first
+    assert link in str(make_model_card("midiformers_gpt"))
+    space = write_space(tmp_path / "space", [str(tiny_model_dir)], package_spec="midiformers")
+    assert link in (space / "README.md").read_text()

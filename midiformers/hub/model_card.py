@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
 TAGS = ["midi", "music-generation", "symbolic-music", "midiformers"]
+
+_PREFERRED_URLS = ("homepage", "repository", "source", "documentation")
+
+
+def project_urls() -> dict[str, str]:
+    """The project's links (label -> URL), as the installed package metadata lists them
+    (``[project.urls]`` in ``pyproject.toml``); empty when there are none."""
+    try:
+        entries = importlib.metadata.metadata("midiformers").get_all("Project-URL") or []
+    except importlib.metadata.PackageNotFoundError:
+        return {}
+    urls = {}
+    for entry in entries:
+        label, _, url = entry.partition(",")
+        if url.strip():
+            urls[label.strip()] = url.strip()
+    return urls
+
+
+def project_link() -> str:
+    """``midiformers`` as a Markdown link to the project's page when the metadata names one,
+    else the plain name: cards and Space READMEs link only to what exists."""
+    urls = project_urls()
+    by_label = {label.lower(): url for label, url in urls.items()}
+    url = next((by_label[key] for key in _PREFERRED_URLS if key in by_label), None)
+    url = url or next(iter(urls.values()), None)
+    return f"[midiformers]({url})" if url else "midiformers"
 
 
 def _format_metric(value: Any) -> str:
@@ -36,8 +64,7 @@ def make_model_card(
     lines = [
         f"# {repo_id or model_type}",
         "",
-        f"A `{model_type}` symbolic-music model trained with "
-        "[midiformers](https://github.com/midiformers/midiformers)"
+        f"A `{model_type}` symbolic-music model trained with {project_link()}"
         + (f" on `{dataset}`" if dataset else "")
         + (f" with the `{tokenizer_preset}` MIDI tokenizer" if tokenizer_preset else "")
         + ".",

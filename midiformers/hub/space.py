@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import re
 import shutil
 import sys
@@ -21,7 +22,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from packaging.requirements import Requirement
 
-from .model_card import TAGS
+from .model_card import TAGS, project_link
 
 __all__ = ["SPACE_PACKAGES", "write_space"]
 
@@ -60,23 +61,34 @@ def _check_hub_id(spec: str) -> None:
         raise ValueError(message)
 
 
-def _copy_models(models: Sequence[str], out_dir: Path) -> list[str]:
-    """Copy local model folders under ``models/``; Hub ids stay ids. Returns what app.py loads."""
-    entries = []
+def _check_not_inside(out_dir: Path, copied: dict[Path, str]) -> None:
+    """A folder copied into the Space must not hold the Space folder (the copy would copy
+    itself without end); ``copied`` maps each such folder to how to call it."""
+    target = Path(os.path.realpath(out_dir))
+    for source, what in copied.items():
+        if target.is_relative_to(source.resolve()):
+            raise ValueError(
+                f"the Space folder {out_dir} lies inside {what} {source}, which is copied "
+                "into the Space; choose a folder outside it"
+            )
+
+
+def _model_entries(models: Sequence[str]) -> dict[str, Path | None]:
+    """What app.py loads for each model (``models/NAME`` for a local folder, the id for a Hub
+    model) and the folder to copy there (``None`` for a Hub id); checks every model first."""
+    entries: dict[str, Path | None] = {}
     for spec in models:
         if not _is_local(spec):
             _check_hub_id(spec)
-            entries.append(spec)
+            entries[spec] = None
             continue
         source = Path(spec)
         if not (source / "config.json").is_file():
             raise ValueError(f"{source} is not a saved model folder (no config.json)")
         name = re.sub(r"[^A-Za-z0-9_.-]", "-", source.resolve().name)
-        target = out_dir / "models" / name
-        if target.exists():
+        if f"models/{name}" in entries:
             raise ValueError(f"two model folders are named {name!r}; rename one of them")
-        shutil.copytree(source, target, ignore=_SKIP_COPY)
-        entries.append(f"models/{name}")
+        entries[f"models/{name}"] = source
     return entries
 
 
@@ -145,8 +157,7 @@ def _readme(title: str, models: Sequence[str]) -> str:
     )
     body = (
         f"# {title}\n\n"
-        "Generate symbolic music (MIDI) with "
-        "[midiformers](https://github.com/midiformers/midiformers) models: pick a model, "
+        f"Generate symbolic music (MIDI) with {project_link()} models: pick a model, "
         "optionally upload a primer to continue, and listen to the result, see its piano "
         "roll and download the MIDI file.\n\n"
         "Run it locally with `pip install -r requirements.txt gradio && python app.py` "
@@ -176,12 +187,20 @@ def write_space(
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"{out_dir} is not empty; choose a new folder for the Space")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    entries = _copy_models(models, out_dir)
+    entries = _model_entries(models)
+    package_dir = Path(__file__).resolve().parents[1]
+    copied = {source: "the model folder" for source in entries.values() if source is not None}
     if package_spec is None:
-        package_dir = Path(__file__).resolve().parents[1]
+        copied[package_dir] = "the midiformers package"
+    _check_not_inside(out_dir, copied)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for entry, source in entries.items():
+        if source is not None:
+            shutil.copytree(source, out_dir / entry, ignore=_SKIP_COPY)
+    if package_spec is None:
         shutil.copytree(package_dir, out_dir / package_dir.name, ignore=_SKIP_COPY)
-    (out_dir / "app.py").write_text(_APP_TEMPLATE.format(models=json.dumps(entries)))
+    app_models = json.dumps(list(entries))
+    (out_dir / "app.py").write_text(_APP_TEMPLATE.format(models=app_models))
     (out_dir / "requirements.txt").write_text("\n".join(_requirements(package_spec)) + "\n")
     (out_dir / "packages.txt").write_text("\n".join(SPACE_PACKAGES) + "\n")
     SpaceCard(_readme(title, models)).save(out_dir / "README.md")
