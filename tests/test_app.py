@@ -390,6 +390,8 @@ def test_api_composer_mistakes_get_clear_messages(served_demo, tiny_model_dir, t
     assert "composer chopin" in status
     status, *_ = client.predict(vae, "satie", None, *sampling, True, api_name="/generate")
     assert status.startswith("**Unknown composer** 'satie'")
+    status, *_ = client.predict(vae, "x" * 10_000, None, *sampling, True, api_name="/generate")
+    assert status.startswith(f"**Unknown composer** {'x' * 40!r}… for model") and len(status) < 200
 
 
 def test_upload_path_check_accepts_only_uploads_and_examples(tmp_path, monkeypatch):

@@ -2,6 +2,9 @@
 
 :func:`create_demo` builds the ``gr.Blocks``; ``app.py`` (the repository's and every Space's)
 only parses the command line and launches it, so tests and Spaces run the same page.
+
+Requests are untrusted: a file they name is used only if it lies in Gradio's upload folder
+(:func:`check_upload_path`), and messages about a bad primer never quote its bytes.
 """
 
 from __future__ import annotations
@@ -146,7 +149,7 @@ class Generator:
         composer = composer or None
         if entry.composers and composer is not None and composer not in entry.composers:
             return GenerationResult(
-                f"**Unknown composer** {composer!r} for model {entry.label!r}; choose one of "
+                f"**Unknown composer** {_quoted(composer)} for model {entry.label!r}; choose one of "
                 f"{', '.join(entry.composers)}."
             ).as_outputs()
         try:
@@ -181,7 +184,7 @@ class Generator:
             result.status += " The primer has no notes, so the piece starts from scratch."
         if composer is not None and not entry.composers:
             result.status += (
-                f" Composer {composer!r} ignored: model {entry.label!r} is not "
+                f" Composer {_quoted(composer)} ignored: model {entry.label!r} is not "
                 "composer-conditioned (leave the composer empty)."
             )
         return result.as_outputs()
@@ -276,6 +279,11 @@ def _primer_problem(error: MidiFileError) -> str:
     if not _PLAIN_REASON.fullmatch(reason) or re.search(r"\bb['\"]", reason):
         reason = "not a readable MIDI file"
     return f"{error.name}: {reason}"
+
+
+def _quoted(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message, cut to ``limit`` characters (requests can send anything)."""
+    return repr(text[:limit]) + ("…" if len(text) > limit else "")
 
 
 def _no_model_message(label: str | None, labels: list[str]) -> str:
