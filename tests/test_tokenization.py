@@ -335,10 +335,13 @@ METERED_PRESETS = [
 REAL_METERS = [(2, 2), (3, 2), (4, 2), (5, 8), (7, 8), (9, 8), (7, 4)]
 
 
-def test_presets_document_their_meters():
+def test_presets_document_their_meters_and_tempi(tokenizers):
     assert METERED_PRESETS == ["midilike", "remi", "tsd"]
     for numerator, denominator in REAL_METERS + [(3, 4), (4, 4), (6, 8), (12, 8)]:
         assert numerator in TIME_SIGNATURE_RANGE[denominator]
+    for name in ("remi", "performance"):
+        tempos = list(tokenizers[name].miditok.tempos)
+        assert tempos[0] == 30 and tempos[-1] == 480 and {60, 120, 240} <= set(tempos)
 
 
 @pytest.mark.parametrize("preset", METERED_PRESETS)
@@ -358,7 +361,7 @@ def test_real_meters_survive_the_round_trip(tokenizers, preset, caplog):
 def test_meters_and_tempi_outside_the_range_warn_once_per_file(tmp_path, caplog):
     tokenizer = MidiTokenizer(preset="tsd")
     odd = _metered_score([(11, 16), (3, 4), (11, 16), (5, 16)])
-    odd.tempos.append(symusic.Tempo(480, 450))
+    odd.tempos.append(symusic.Tempo(480, 500))
     odd.tempos.append(symusic.Tempo(960, 10))
     paths = [tmp_path / "odd.mid", tmp_path / "odd_again.mid"]
     for path in paths:
@@ -371,12 +374,12 @@ def test_meters_and_tempi_outside_the_range_warn_once_per_file(tmp_path, caplog)
         assert message.startswith(f"{path}: ")
         for change in ("time signature 11/16 -> 4/4", "time signature 5/16 -> 3/4"):
             assert change in message
-        assert "tempo 450 bpm -> 400 bpm" in message and "tempo 10 bpm -> 20 bpm" in message
+        assert "tempo 500 bpm -> 480 bpm" in message and "tempo 10 bpm -> 30 bpm" in message
         assert message.count("11/16") == 1
     # what the warning says it became is what the tokens hold
     decoded = tokenizer.to_score(ids[0])
     assert [(n, d) for _, n, d in _meters_in_quarters(decoded)] == [(4, 4), (3, 4)]
-    assert [round(t.qpm) for t in decoded.tempos][1:] == [400, 20]  # 100 is in range
+    assert [round(t.qpm) for t in decoded.tempos] == [101, 480, 30]  # 100.91 is a bin
 
 
 def test_a_saved_tokenizer_keeps_its_own_meters_and_tempi(tmp_path):

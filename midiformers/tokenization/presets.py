@@ -23,10 +23,11 @@ Meters and tempi (presets with ``TimeSig`` / ``Tempo`` tokens):
   x/2, 6 in x/8). A meter outside the range (11/16, 5/16 ...) is dropped by miditok: the
   meter before it goes on (4/4 at the start of a piece), so REMI counts the wrong bars;
   :class:`MidiTokenizer` logs one warning per file naming it.
-* tempi :data:`TEMPO_RANGE` (20-400 quarter notes per minute) in :data:`NUM_TEMPOS` = 64
-  log-spaced bins, about 5% apart (every tempo within 2.5% of a bin; MIDI tempi are always
-  per quarter note, so 2/2 at half note = 160 is 320 here). A tempo outside the range becomes
-  the nearest end of it, with the same one warning per file.
+* tempi :data:`TEMPO_RANGE` (30-480 quarter notes per minute) in :data:`NUM_TEMPOS` = 65
+  log-spaced bins, 16 per octave (4.4% apart, so every tempo is within 2.2% of a bin, and 60,
+  120 and 240 are bins). MIDI tempi are always per quarter note: 2/2 at half note = 200 is
+  400 here. A tempo outside the range becomes the nearest end of it, with the same one
+  warning per file.
 
 A tokenizer saved by ``save_pretrained`` keeps the ranges it was built with (they are in its
 ``miditok_config.json``), whatever these defaults become.
@@ -62,11 +63,11 @@ TIME_SIGNATURE_RANGE: dict[int, list[int]] = {
 """Meters with a ``TimeSig`` token: denominator -> numerators (miditok's default lacks x/2,
 5/8, 7/8, 9/8 and 7/4, which it silently turned into 4/4)."""
 
-TEMPO_RANGE = (20, 400)
+TEMPO_RANGE = (30, 480)
 """Tempi with a ``Tempo`` token, in quarter notes per minute (miditok's default is 40-250)."""
 
-NUM_TEMPOS = 64
-"""Log-spaced ``Tempo`` bins over :data:`TEMPO_RANGE` (a ratio of 1.049 between neighbours)."""
+NUM_TEMPOS = 65
+"""Log-spaced ``Tempo`` bins over :data:`TEMPO_RANGE`: 16 per octave (a ratio of 1.044)."""
 
 _ONE_STREAM = {"use_programs": True, "one_token_stream_for_programs": True}
 _TEMPOS = {
@@ -93,7 +94,7 @@ PRESETS: dict[str, MidiPreset] = {
         {**_ONE_STREAM, **_TEMPOS, **_METERS},
         "REMI (Huang & Yang, 2020), the scheme of the Conformer study: Bar and Position "
         "tokens (8 positions per beat), then Program, Pitch, Velocity (32 bins) and "
-        "Duration per note; Tempo (64 log-spaced bins, 20-400 bpm) and TimeSig tokens (x/2, "
+        "Duration per note; Tempo (65 log-spaced bins, 30-480 bpm) and TimeSig tokens (x/2, "
         "x/4 and x/8 meters, see TIME_SIGNATURE_RANGE) keep tempo and meter changes. Onsets "
         "are exact to 1/8 beat; durations to 1/8 beat up to 4 beats, 1/4 beat up to 12 beats "
         "(longer notes are cut to 12 beats).",
@@ -131,7 +132,7 @@ PRESETS: dict[str, MidiPreset] = {
         "miditok measures time in beats, not seconds: TimeShift steps are 1/10 beat, up to "
         "10 beats per token (100 values, like the study's TIME_SHIFT_1..100). That is "
         "exactly 50 ms at 120 bpm; at tempo T the step is 6000/T ms (62.5 ms at 96 bpm, "
-        "40 ms at 150 bpm). Tempo tokens (64 log-spaced bins, 20-400 bpm) keep the decoded timing in "
+        "40 ms at 150 bpm). Tempo tokens (65 log-spaced bins, 30-480 bpm) keep the decoded timing in "
         "seconds close to the original; pass use_tempos=False for pure study-style events "
         "(everything then decodes at 120 bpm). No time-signature tokens: beats are quarter "
         "notes and files decode in 4/4.",

@@ -303,7 +303,7 @@ class MidiTokenizer(PreTrainedTokenizer):
 
         Time signatures without a ``TimeSig`` token are dropped (the meter before goes on, 4/4
         at the start); tempi outside ``tempo_range`` become its nearest end. Each entry reads
-        like ``"time signature 11/16 -> 4/4"`` or ``"tempo 450 bpm -> 400 bpm"``.
+        like ``"time signature 11/16 -> 4/4"`` or ``"tempo 500 bpm -> 480 bpm"``.
         """
         config = self.miditok.config
         events: list[str] = []
@@ -321,10 +321,10 @@ class MidiTokenizer(PreTrainedTokenizer):
         if config.use_tempos and len(score.tempos) > 0:
             low, high = config.tempo_range
             qpm = np.round(60_000_000 / score.tempos.numpy()["mspq"], 2)
-            for outside, end in (
-                (np.unique(qpm[qpm < low]), low),
-                (np.unique(qpm[qpm > high]), high),
-            ):
+            for outside, end in ((qpm[qpm < low], low), (qpm[qpm > high], high)):
+                if len(outside) == 0:
+                    continue
+                outside = np.unique(outside)
                 events += [f"tempo {value:g} bpm -> {end:g} bpm" for value in outside[:3]]
                 if len(outside) > 3:
                     events.append(f"{len(outside) - 3} more tempi -> {end:g} bpm")
