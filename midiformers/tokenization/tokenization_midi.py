@@ -506,9 +506,11 @@ class MidiTokenizer(PreTrainedTokenizer):
         return path
 
     def decode(self, token_ids: Any, skip_special_tokens: bool = False, **kwargs: Any):
-        """Readable tokens of the ids (transformers convention).
+        """Readable tokens of the ids (transformers convention); an id outside the vocabulary
+        reads ``UNK_<id>``.
 
-        With ``output_path=...`` the ids are also written as a MIDI file (one sequence only).
+        With ``output_path=...`` the ids are also written as a MIDI file (one sequence only,
+        through :meth:`to_midi`, which drops such ids with a warning).
         """
         output_path = kwargs.pop("output_path", None)
         if output_path is not None:
