@@ -223,6 +223,14 @@ class CausalLMTesterMixin(ModelTesterMixin):
 
     new_tokens: int = 64
 
+    def requires_attentions(self) -> None:
+        if "attentions" not in (self.model_class._can_record_outputs or {}):
+            pytest.skip(f"{self.model_class.__name__} has no attention layers to record")
+
+    def requires_compile(self) -> None:
+        if not self.model_class._can_compile_fullgraph:
+            pytest.skip(f"{self.model_class.__name__} does not declare _can_compile_fullgraph")
+
     def generate(self, model, input_ids, attention_mask=None, use_cache=True, **kwargs):
         kwargs.setdefault("do_sample", False)
         kwargs.setdefault("max_new_tokens", self.new_tokens)
@@ -308,7 +316,135 @@ class CausalLMTesterMixin(ModelTesterMixin):
             fresh = model(input_ids=ids[:, 7:], use_cache=True).logits
         assert not torch.allclose(via_alias, fresh, atol=1e-3), "the alias cache was ignored"
 
+    # ----------------------------------------------------------------- outputs
+
+    def test_attentions_one_per_layer(self):
+        self.requires_attentions()
+        model = self.make_model(attn_implementation="eager")
+        inputs = self.without_labels(self.model_inputs(2, 7))
+        with torch.no_grad():
+            out = model(**inputs, output_attentions=True)
+        config = model.config
+        assert len(out.attentions) == config.num_hidden_layers
+        for weights in out.attentions:
+            assert weights.shape == (2, config.num_attention_heads, 7, 7)
+            torch.testing.assert_close(
+                weights.sum(-1), torch.ones(2, config.num_attention_heads, 7)
+            )
+            assert torch.all(weights.triu(diagonal=1) == 0), "a query attends to a future key"
+
+    def test_hidden_states_one_per_layer_plus_input(self):
+        model = self.make_model()
+        inputs = self.without_labels(self.model_inputs(2, 7))
+        with torch.no_grad():
+            out = model(**inputs, output_hidden_states=True)
+            base = model.model(**inputs, output_hidden_states=True)
+        assert len(out.hidden_states) == model.config.num_hidden_layers + 1
+        assert all(h.shape[:2] == (2, 7) for h in out.hidden_states)
+        torch.testing.assert_close(base.hidden_states[-1], base.last_hidden_state)
+        assert model(**inputs).hidden_states is None
+
+    def test_tuple_output(self):
+        model = self.make_model()
+        inputs = self.model_inputs(2, 7)
+        with torch.no_grad():
+            as_dict = model(**inputs, use_cache=False)
+            as_tuple = model(**inputs, use_cache=False, return_dict=False)
+            base_tuple = model.model(**self.without_labels(inputs), return_dict=False)
+        assert isinstance(as_tuple, tuple) and isinstance(base_tuple, tuple)
+        torch.testing.assert_close(as_tuple[0], as_dict.loss)
+        torch.testing.assert_close(as_tuple[1], as_dict.logits)
+        torch.testing.assert_close(base_tuple[0], model.model(**self.without_labels(inputs))[0])
+
     # -------------------------------------------------------------- generation
+
+    def test_generate_returns_attentions_and_hidden_states(self):
+        self.requires_attentions()
+        model = self.make_model(attn_implementation="eager")
+        prompt = random_ids(2, 5, self.vocab_size)
+        out = self.generate(
+            model,
+            prompt,
+            max_new_tokens=4,
+            output_attentions=True,
+            output_hidden_states=True,
+            return_dict_in_generate=True,
+        )
+        layers = model.config.num_hidden_layers
+        assert len(out.attentions) == len(out.hidden_states) == 4
+        assert all(len(step) == layers for step in out.attentions)
+        assert all(len(step) == layers + 1 for step in out.hidden_states)
+        assert out.attentions[0][0].shape[-2:] == (5, 5)  # the prompt
+        assert out.attentions[-1][0].shape[-2:] == (1, 8)  # the last step: one query, 8 keys
+
+    def test_assisted_decoding_equals_greedy(self):
+        if not all(getattr(layer, "is_croppable", True) for layer in self.cache_layers()):
+            pytest.skip("assisted decoding rolls the cache back, which this cache cannot do")
+        model = self.make_model(attn_implementation="eager")
+        prompt = random_ids(1, 8, self.vocab_size).repeat(1, 2)  # repeats for prompt lookup
+        greedy = self.generate(model, prompt, max_new_tokens=12)
+        for assist in (
+            {"prompt_lookup_num_tokens": 3},
+            {"assistant_model": self.make_model(seed=1)},
+        ):
+            out = self.generate(
+                model,
+                prompt,
+                max_new_tokens=12,
+                output_attentions=True,
+                return_dict_in_generate=True,
+                **assist,
+            )
+            assert torch.equal(out.sequences, greedy), next(iter(assist))
+
+    def cache_layers(self) -> list:
+        model = self.make_model()
+        with torch.no_grad():
+            cache = model(**self.without_labels(self.model_inputs(1, 3)), use_cache=True).cache
+        return list(cache.layers)
+
+    def test_static_cache_greedy_equals_uncached(self):
+        self.requires_compile()
+        model = self.make_model()
+        rows = [random_ids(1, n, self.vocab_size, seed=n)[0] for n in (5, 8, 3)]
+        ids, mask = left_pad(rows)
+        uncached = self.generate(
+            model, ids, attention_mask=mask, use_cache=False, max_new_tokens=16
+        )
+        static = self.generate(
+            model, ids, attention_mask=mask, max_new_tokens=16, cache_implementation="static"
+        )
+        assert torch.equal(static, uncached)
+
+    def test_compiled_decode_step_has_no_graph_break(self):
+        """``torch.compile(fullgraph=True)`` traces the static-cache decode step in one graph.
+
+        The ``eager`` backend checks the tracing (any graph break raises) without paying for
+        code generation; the compiled steps must give the uncompiled logits.
+        """
+        self.requires_compile()
+        from transformers import StaticCache
+
+        torch._dynamo.reset()
+        model = self.make_model()
+        ids = random_ids(2, 9, self.vocab_size)
+        with torch.no_grad():
+            cache = StaticCache(config=model.config, max_cache_len=16)
+            first = model(input_ids=ids[:, :6], cache=cache, use_cache=True)
+            extra = self.continuation_kwargs(first)
+            reference = model(input_ids=ids, use_cache=False, **extra).logits[:, 6:]
+            step = torch.compile(model, fullgraph=True, backend="eager")
+            logits = [
+                step(
+                    input_ids=ids[:, t : t + 1],
+                    position_ids=torch.full((2, 1), t),
+                    cache=cache,
+                    use_cache=True,
+                    **extra,
+                ).logits
+                for t in range(6, 9)
+            ]
+        torch.testing.assert_close(torch.cat(logits, 1), reference, rtol=1e-4, atol=1e-5)
 
     def test_greedy_cached_equals_uncached(self):
         model = self.make_model()

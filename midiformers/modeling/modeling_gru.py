@@ -14,8 +14,10 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+from transformers.utils import can_return_tuple
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from ._layers import mask_min
+from ._layers import embed_inputs, mask_min
 from .configuration_gru import MidiGRUConfig
 
 
@@ -46,6 +48,7 @@ class MidiGRUPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["MidiGRULayer"]
+    _can_record_outputs = {"hidden_states": OutputRecorder(MidiGRULayer, index=0)}
 
     def _init_weights(self, module: nn.Module) -> None:
         """Default init, plus GRUs: Xavier input weights, orthogonal recurrent weights."""
@@ -85,6 +88,7 @@ class MidiGRUModel(MidiGRUPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
 
+    @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -92,11 +96,12 @@ class MidiGRUModel(MidiGRUPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling:
-        """GRU states per token (zero on padding) and the pooled vector per sequence."""
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Specify exactly one of input_ids or inputs_embeds")
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
+        """GRU states per token and the pooled vector per sequence.
+
+        Each row's real tokens are moved to the front (stable) before the GRU, so the states,
+        like ``hidden_states`` when requested, hold row ``b``'s real tokens first, then zeros.
+        """
+        inputs_embeds = embed_inputs(self, input_ids, inputs_embeds)
         batch, length, _ = inputs_embeds.shape
         if attention_mask is None:
             mask = torch.ones((batch, length), dtype=torch.bool, device=inputs_embeds.device)
@@ -152,6 +157,7 @@ class MidiGRUForSequenceClassification(MidiGRUPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.embed_tokens = value
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -166,7 +172,10 @@ class MidiGRUForSequenceClassification(MidiGRUPreTrainedModel):
             `config.problem_type`).
         """
         outputs = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=kwargs.pop("output_hidden_states", None),
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))
         loss = None
@@ -178,7 +187,9 @@ class MidiGRUForSequenceClassification(MidiGRUPreTrainedModel):
             loss = self.loss_function(
                 labels=labels, pooled_logits=logits, config=self.config, **kwargs
             )
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states
+        )
 
 
 __all__ = ["MidiGRUForSequenceClassification", "MidiGRUModel", "MidiGRUPreTrainedModel"]

@@ -24,9 +24,9 @@ from transformers.modeling_utils import slice_logits_to_keep
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple, logging
 from transformers.utils.deprecation import deprecate_kwarg
-from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
+from ._layers import embed_inputs, resolve_use_cache
 from .configuration_lstm import MidiLSTMConfig
 
 logger = logging.get_logger(__name__)
@@ -319,7 +319,6 @@ class MidiLSTMModel(MidiLSTMPreTrainedModel):
         self.embed_tokens = value
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
-    @merge_with_config_defaults
     @capture_outputs
     def forward(
         self,
@@ -338,17 +337,17 @@ class MidiLSTMModel(MidiLSTMPreTrainedModel):
         ignored (a recurrence knows the order). With ``use_cache=False`` any ``cache`` is ignored and
         the state starts from zero.
         """
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
-        elif inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.embedding_size:
+        given_embeds = inputs_embeds is not None
+        inputs_embeds = embed_inputs(self, input_ids, inputs_embeds)
+        if given_embeds and (
+            inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.embedding_size
+        ):
             raise ValueError(
                 "inputs_embeds must have shape (batch, seq_len, embedding_size="
                 f"{self.config.embedding_size}), got {tuple(inputs_embeds.shape)}"
             )
         batch, seq_len, _ = inputs_embeds.shape
-        cache = _resolve_cache(cache, self.config) if use_cache else None
+        cache = _resolve_cache(cache, self.config) if resolve_use_cache(self, use_cache) else None
         token_mask = _current_token_mask(attention_mask, batch, seq_len)
         packing = PackingPlan.from_mask(token_mask) if token_mask is not None else None
 

@@ -245,6 +245,7 @@ class MidiVAEPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_flash_attn = True
     _supports_attention_backend = True
+    _can_compile_fullgraph = True
     _no_split_modules = ["MidiVAEEncoderLayer", "MidiVAEDecoderLayer"]
     _can_record_outputs = {
         "hidden_states": MidiVAEDecoderLayer,
@@ -367,7 +368,9 @@ class MidiVAEModel(MidiVAEPreTrainedModel):
             raise ValueError(
                 f"composer_labels has {composer_labels.shape[0]} entries for a batch of {mu.shape[0]}"
             )
-        if bool((composer_labels >= self.config.num_labels).any()):
+        if not torch.compiler.is_compiling() and bool(
+            (composer_labels >= self.config.num_labels).any()
+        ):
             raise ValueError(
                 f"composer_labels must be below num_labels ({self.config.num_labels}), got "
                 f"{composer_labels.tolist()}"
@@ -663,7 +666,8 @@ class MidiVAEForConditionalGeneration(MidiVAEPreTrainedModel, GenerationMixin):
         """
         input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
         batch = self._generation_batch_size(input_ids, composer, latent)
-        labels = None
+        # Given back as is when generate() runs this model as an assistant (assisted decoding).
+        labels = kwargs.pop("composer_labels", None)
         if composer is not None:
             labels = self.composer_ids(composer)
             if labels.numel() == 1:
