@@ -137,7 +137,7 @@ save_state = TrainerState.save_to_json
 def save_or_die(self, json_path):
     # trainer_state.json is the last file of a checkpoint: die just before it is written
     if os.path.basename(os.path.dirname(json_path)) == os.environ["KILL_AT_CHECKPOINT"]:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), int(os.environ["KILL_SIGNAL"]))
     save_state(self, json_path)
 
 
@@ -148,24 +148,29 @@ cli()
 """
 
 
+@pytest.mark.parametrize("kill", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_one(
-    tmp_path, dataset_cache, straight_run, monkeypatch
+    tmp_path, dataset_cache, straight_run, monkeypatch, kill
 ):
     from transformers.trainer_utils import get_last_checkpoint
 
     out = tmp_path / "killed"
     args = ["--output_dir", str(out), "--max_steps", "8", *RESUME_ARGS]
     monkeypatch.setenv("KILL_AT_CHECKPOINT", "checkpoint-6")
-    killed = run_train(
-        args, dataset_cache, script=["-c", KILLED_WHILE_SAVING], expect_success=False
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    monkeypatch.setenv("KILL_SIGNAL", str(int(kill)))
+    script = ["-c", KILLED_WHILE_SAVING]
+    killed = run_train(args, dataset_cache, script=script, expect_success=False)
+    if kill == signal.SIGINT:  # Ctrl-C: a KeyboardInterrupt from inside the save
+        assert killed.returncode != 0 and "KeyboardInterrupt" in killed.stderr
+    else:
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     partial = out / "checkpoint-6"
     assert (partial / "model.safetensors").is_file() and (partial / "optimizer.pt").is_file()
     assert not (partial / "trainer_state.json").exists()
     assert get_last_checkpoint(out) == str(partial)  # what transformers alone would resume from
 
     monkeypatch.delenv("KILL_AT_CHECKPOINT")
+    monkeypatch.delenv("KILL_SIGNAL")
     rerun = run_train(args, dataset_cache)
     log = rerun.stdout + rerun.stderr
     (warning,) = [line for line in log.splitlines() if "Incomplete checkpoint" in line]
