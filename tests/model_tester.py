@@ -356,6 +356,34 @@ class CausalLMTesterMixin(ModelTesterMixin):
         torch.testing.assert_close(as_tuple[1], as_dict.logits)
         torch.testing.assert_close(base_tuple[0], model.model(**self.without_labels(inputs))[0])
 
+    def real_token_logits(self, attn_implementation: str) -> torch.Tensor:
+        """Logits of the real tokens of a left-padded batch under one attention backend."""
+        model = self.make_model(attn_implementation=attn_implementation)
+        assert model.config._attn_implementation == attn_implementation
+        rows = [random_ids(1, n, self.vocab_size, seed=n)[0] for n in (7, 10, 4)]
+        ids, mask = left_pad(rows)
+        extra = self.without_labels(self.model_inputs(3, 4))
+        extra.pop("input_ids")
+        with torch.no_grad():
+            return model(input_ids=ids, attention_mask=mask, **extra).logits[mask.bool()]
+
+    def test_eager_and_sdpa_agree_with_left_padding(self):
+        self.requires_attentions()
+        torch.testing.assert_close(
+            self.real_token_logits("sdpa"), self.real_token_logits("eager"), rtol=1e-4, atol=1e-5
+        )
+
+    @pytest.mark.slow
+    def test_flex_attention_agrees_with_eager_with_left_padding(self):
+        """flex_attention compiles its kernel on first use (seconds on CPU), hence ``slow``."""
+        self.requires_attentions()
+        torch.testing.assert_close(
+            self.real_token_logits("flex_attention"),
+            self.real_token_logits("eager"),
+            rtol=1e-4,
+            atol=1e-5,
+        )
+
     # -------------------------------------------------------------- generation
 
     def test_generate_returns_attentions_and_hidden_states(self):
