@@ -134,6 +134,15 @@ class ModelTesterMixin:
         with torch.no_grad():
             torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits)
 
+    def test_listed_in_the_registry(self):
+        from midiformers.modeling import ARCHITECTURES, architecture_for
+
+        arch = architecture_for(self.config_class.model_type)
+        assert ARCHITECTURES[arch.name] is arch
+        assert (arch.config_class, arch.model_class) == (self.config_class, self.model_class)
+        assert arch.auto_class == self.auto_class_name
+        assert architecture_for(arch.name) is arch and arch.display_name
+
     def test_auto_classes(self):
         config = self.get_config()
         if self.base_model_class is not None:

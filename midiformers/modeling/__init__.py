@@ -1,12 +1,17 @@
 """Model architectures, one configuration and one modeling file per architecture.
 
-Each entry of ``_ARCHITECTURES`` names a module pair and the classes it provides; they
-are imported here and registered with ``AutoConfig``, ``AutoModel`` and the task Auto
-classes by :func:`register_auto_classes`.
+:data:`ARCHITECTURES` is the one public registry of them (short name, classes, task, display
+name); :func:`register_auto_classes` registers every entry with ``AutoConfig``, ``AutoModel``
+and the task's Auto class, and a new architecture is one configuration file, one modeling
+file and one line below.
 """
 
+from __future__ import annotations
+
+from dataclasses import dataclass
+
 import transformers
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModel
 
 from .configuration_conformer import MidiConformerConfig
 from .configuration_gpt import MidiGPTConfig
@@ -21,45 +26,110 @@ from .modeling_lstm import MidiLSTMForCausalLM, MidiLSTMModel
 from .modeling_music_transformer import MusicTransformerForCausalLM, MusicTransformerModel
 from .modeling_vae import MidiVAEForConditionalGeneration, MidiVAEModel
 
-__all__ = ["register_auto_classes"]
 
-_CAUSAL_LM: list[tuple[type, type, type]] = []
-"""(config class, base model class, causal LM class) per causal architecture."""
-_CAUSAL_LM.append((MidiGPTConfig, MidiGPTModel, MidiGPTForCausalLM))
-__all__ += ["MidiGPTConfig", "MidiGPTModel", "MidiGPTForCausalLM"]
-_CAUSAL_LM.append((MidiConformerConfig, MidiConformerModel, MidiConformerForCausalLM))
-__all__ += ["MidiConformerConfig", "MidiConformerModel", "MidiConformerForCausalLM"]
-_CAUSAL_LM.append((MusicTransformerConfig, MusicTransformerModel, MusicTransformerForCausalLM))
-__all__ += ["MusicTransformerConfig", "MusicTransformerModel", "MusicTransformerForCausalLM"]
-_CAUSAL_LM.append((MidiLSTMConfig, MidiLSTMModel, MidiLSTMForCausalLM))
-__all__ += ["MidiLSTMConfig", "MidiLSTMModel", "MidiLSTMForCausalLM"]
+@dataclass(frozen=True)
+class Architecture:
+    """One architecture: what train.py, the demo, the benchmarks and the tests read.
 
-_OTHER_MODELS: list[tuple[str, type, type]] = []
-"""(Auto class name, config class, model class) for the architectures that are not plain causal LMs."""
-_OTHER_MODELS.append(("AutoModel", MidiGRUConfig, MidiGRUModel))
-_OTHER_MODELS.append(
-    ("AutoModelForSequenceClassification", MidiGRUConfig, MidiGRUForSequenceClassification)
-)
-__all__ += ["MidiGRUConfig", "MidiGRUModel", "MidiGRUForSequenceClassification"]
-# The VAE's decoder is a causal LM over the same tokens (forward(input_ids, labels) and
-# generate(prompt) behave as for the causal models), so it loads with AutoModelForCausalLM.
-_OTHER_MODELS.append(("AutoModel", MidiVAEConfig, MidiVAEModel))
-_OTHER_MODELS.append(("AutoModelForCausalLM", MidiVAEConfig, MidiVAEForConditionalGeneration))
-__all__ += ["MidiVAEConfig", "MidiVAEModel", "MidiVAEForConditionalGeneration"]
+    ``task`` is ``"causal-lm"`` (next-token generation; the VAE's decoder is one too) or
+    ``"sequence-classification"``; ``auto_class`` is the task's transformers Auto class name.
+    """
+
+    name: str
+    display_name: str
+    config_class: type
+    base_model_class: type
+    model_class: type
+    task: str
+    auto_class: str
+
+    @property
+    def model_type(self) -> str:
+        return self.config_class.model_type
+
+    @property
+    def generates(self) -> bool:
+        return self.task == "causal-lm"
+
+
+def _causal(name: str, display_name: str, config: type, base: type, model: type) -> Architecture:
+    return Architecture(
+        name, display_name, config, base, model, "causal-lm", "AutoModelForCausalLM"
+    )
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    arch.name: arch
+    for arch in (
+        _causal("lstm", "LSTM", MidiLSTMConfig, MidiLSTMModel, MidiLSTMForCausalLM),
+        _causal("gpt", "Transformer (GPT)", MidiGPTConfig, MidiGPTModel, MidiGPTForCausalLM),
+        _causal(
+            "music_transformer",
+            "Music Transformer",
+            MusicTransformerConfig,
+            MusicTransformerModel,
+            MusicTransformerForCausalLM,
+        ),
+        _causal(
+            "conformer",
+            "Conformer",
+            MidiConformerConfig,
+            MidiConformerModel,
+            MidiConformerForCausalLM,
+        ),
+        _causal(
+            "vae",
+            "Composer VAE",
+            MidiVAEConfig,
+            MidiVAEModel,
+            MidiVAEForConditionalGeneration,
+        ),
+        Architecture(
+            "gru",
+            "GRU composer classifier",
+            MidiGRUConfig,
+            MidiGRUModel,
+            MidiGRUForSequenceClassification,
+            "sequence-classification",
+            "AutoModelForSequenceClassification",
+        ),
+    )
+}
+"""Every midiformers architecture by short name (the ``--model_type`` of train.py)."""
+
+
+def architecture_for(name_or_model_type: str) -> Architecture:
+    """The registry entry for a short name (``"gpt"``) or a ``model_type`` (``"midiformers_gpt"``)."""
+    for arch in ARCHITECTURES.values():
+        if name_or_model_type in (arch.name, arch.model_type):
+            return arch
+    raise ValueError(
+        f"unknown architecture {name_or_model_type!r}; known: {', '.join(ARCHITECTURES)} "
+        f"(or their model_type midiformers_<name>)"
+    )
+
+
+_CAUSAL_LM: list[tuple[type, type, type]] = [
+    (arch.config_class, arch.base_model_class, arch.model_class)
+    for arch in ARCHITECTURES.values()
+    if arch.auto_class == "AutoModelForCausalLM" and arch.name != "vae"
+]
+"""(config, base model, causal LM) of the plain causal LMs; kept for existing readers."""
+
+__all__ = ["ARCHITECTURES", "Architecture", "architecture_for", "register_auto_classes"]
+for _arch in ARCHITECTURES.values():
+    __all__ += [_arch.config_class.__name__, _arch.base_model_class.__name__]
+    __all__ += [_arch.model_class.__name__]
 
 
 def register_auto_classes() -> None:
     """Register every midiformers architecture with the transformers Auto classes."""
-    for config_class, base_class, lm_class in _CAUSAL_LM:
-        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
-        AutoModel.register(config_class, base_class, exist_ok=True)
-        AutoModelForCausalLM.register(config_class, lm_class, exist_ok=True)
+    for arch in ARCHITECTURES.values():
+        AutoConfig.register(arch.model_type, arch.config_class, exist_ok=True)
+        AutoModel.register(arch.config_class, arch.base_model_class, exist_ok=True)
+        auto_class = getattr(transformers, arch.auto_class)
+        auto_class.register(arch.config_class, arch.model_class, exist_ok=True)
         # save_pretrained then writes `auto_map` and copies the code for trust_remote_code.
-        config_class.register_for_auto_class()
-        base_class.register_for_auto_class("AutoModel")
-        lm_class.register_for_auto_class("AutoModelForCausalLM")
-    for auto_name, config_class, model_class in _OTHER_MODELS:
-        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
-        getattr(transformers, auto_name).register(config_class, model_class, exist_ok=True)
-        config_class.register_for_auto_class()
-        model_class.register_for_auto_class(auto_name)
+        arch.config_class.register_for_auto_class()
+        arch.base_model_class.register_for_auto_class("AutoModel")
+        arch.model_class.register_for_auto_class(arch.auto_class)
