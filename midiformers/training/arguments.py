@@ -27,19 +27,14 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from ..modeling import ARCHITECTURES
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 
-MODEL_TYPES = {
-    "lstm": "midiformers_lstm",
-    "gpt": "midiformers_gpt",
-    "music_transformer": "midiformers_music_transformer",
-    "conformer": "midiformers_conformer",
-    "vae": "midiformers_vae",
-    "gru": "midiformers_gru",
-}
-"""Short names accepted by ``--model_type`` and the ``model_type`` they stand for."""
+MODEL_TYPES = {name: arch.model_type for name, arch in ARCHITECTURES.items()}
+"""Short names accepted by ``--model_type`` and the ``model_type`` they stand for (the registry's)."""
 
 
 class RecipeError(ValueError):
