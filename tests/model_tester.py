@@ -5,8 +5,10 @@ set the class attributes and override :meth:`get_config` with tiny dimensions.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,6 +16,7 @@ import textwrap
 import pytest
 import torch
 from datasets import Dataset
+from huggingface_hub.errors import StrictDataclassError
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -25,6 +28,32 @@ from transformers import (
 import midiformers  # noqa: F401  (registers the Auto classes)
 
 PAD, BOS, EOS = 0, 1, 2
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+OUT_OF_RANGE: tuple[tuple[str, object], ...] = (
+    ("vocab_size", 0),
+    ("hidden_size", 0),
+    ("embedding_size", -4),
+    ("num_hidden_layers", 0),
+    ("num_encoder_layers", 0),
+    ("num_attention_heads", 0),
+    ("intermediate_size", 0),
+    ("max_position_embeddings", 0),
+    ("max_relative_position", 0),
+    ("hidden_dropout", 1.0),
+    ("attention_dropout", -0.1),
+    ("embedding_dropout", 1.5),
+    ("classifier_dropout", 1.0),
+    ("initializer_range", 0.0),
+    ("layer_norm_eps", 0.0),
+    ("rope_theta", -1.0),
+    ("hidden_act", "no_such_activation"),
+    ("pad_token_id", -1),
+    ("bos_token_id", -1),
+    ("eos_token_id", [EOS, -1]),
+)
+"""A value outside its range for every common field; each config must reject those it has."""
 
 
 def spread_weights(model: torch.nn.Module, seed: int = 0, std: float = 0.15) -> None:
@@ -120,6 +149,43 @@ class ModelTesterMixin:
             with pytest.raises(Exception) as info:
                 self.get_config(**kwargs)
             assert field in str(info.value), (kwargs, str(info.value))
+
+    def test_common_field_ranges(self):
+        """Every model checks the fields they share alike: ranges declared on the fields
+        (so later assignments are checked too), special ids inside the vocabulary."""
+        fields = {field.name: field for field in dataclasses.fields(self.config_class)}
+        checked = 0
+        for name, value in OUT_OF_RANGE:
+            if name not in fields:
+                continue
+            assert fields[name].metadata.get("validator"), f"{name} declares no range"
+            with pytest.raises(StrictDataclassError, match=f"field '{name}'"):
+                self.get_config(**{name: value})
+            config = self.get_config()
+            with pytest.raises(StrictDataclassError, match=f"field '{name}'"):
+                setattr(config, name, value)
+            checked += 1
+        assert checked >= 6
+        vocab_size = self.get_config().vocab_size
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            with pytest.raises(StrictDataclassError, match=rf"{name} \({vocab_size}\) must lie in"):
+                self.get_config(**{name: vocab_size})
+            self.get_config(**{name: None})
+
+    def test_config_saved_before_loads(self, tmp_path):
+        """A config.json written before the field validators (tests/fixtures/configs, saved by
+        the previous code) still loads, as the same class, and builds a model."""
+        from midiformers.modeling import architecture_for
+
+        name = architecture_for(self.config_class.model_type).name
+        shutil.copy(os.path.join(FIXTURES, "configs", f"{name}.json"), tmp_path / "config.json")
+        saved = json.loads((tmp_path / "config.json").read_text())
+        config = AutoConfig.from_pretrained(tmp_path)
+        assert type(config) is self.config_class
+        for key, value in saved.items():
+            if key not in ("auto_map", "transformers_version", "dtype", "id2label"):
+                assert getattr(config, key) == value, key
+        self.auto_class().from_config(config)
 
     # ------------------------------------------------------------ persistence
 

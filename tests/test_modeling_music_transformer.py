@@ -70,7 +70,7 @@ class TestMusicTransformer(CausalLMTesterMixin):
 
     def get_config(self, **overrides):
         # max_relative_position below the generated lengths, so clipping is exercised everywhere.
-        return tiny_config(vocab_size=self.vocab_size, **overrides)
+        return tiny_config(**{"vocab_size": self.vocab_size, **overrides})
 
 
 # ------------------------------------------------------------------------ the skew

@@ -4,12 +4,21 @@ No ``from __future__ import annotations`` here: ``@strict`` checks field types o
 annotations are real objects.
 """
 
+from typing import Literal
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
-from transformers.activations import ACT2FN
+from transformers.utils.type_validators import interval
 
-ATTENTION_TYPES = ("rotary", "relative")
-"""Self-attention variants a Conformer block can use."""
+from ._config_fields import (
+    activation,
+    check_heads,
+    check_token_ids,
+    dropout_probability,
+    positive_int,
+    positive_number,
+    token_id,
+)
 
 
 @strict
@@ -56,27 +65,28 @@ class MidiConformerConfig(PreTrainedConfig):
     model_type = "midiformers_conformer"
     keys_to_ignore_at_inference = ["cache"]
 
-    vocab_size: int = 512
-    hidden_size: int = 256
-    num_hidden_layers: int = 6
-    num_attention_heads: int = 4
-    intermediate_size: int = 1024
-    max_position_embeddings: int = 2048
-    hidden_act: str = "silu"
-    conv_kernel_size: int = 15
-    attention_type: str = "rotary"
-    rope_theta: float | int = 10000.0
-    max_relative_position: int = 1024
+    vocab_size: int = positive_int(default=512)
+    hidden_size: int = positive_int(default=256)
+    num_hidden_layers: int = positive_int(default=6)
+    num_attention_heads: int = positive_int(default=4)
+    intermediate_size: int = positive_int(default=1024)
+    max_position_embeddings: int = positive_int(default=2048)
+    hidden_act: str = activation(default="silu")
+    # A causal convolution needs at least one past frame to be worth a cache.
+    conv_kernel_size: int = interval(min=2)(default=15)
+    attention_type: Literal["rotary", "relative"] = "rotary"
+    rope_theta: float | int = positive_number(default=10000.0)
+    max_relative_position: int = positive_int(default=1024)
     shared_relative_embeddings: bool = False
     attention_bias: bool = True
-    hidden_dropout: float | int = 0.1
-    attention_dropout: float | int = 0.1
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-5
+    hidden_dropout: float | int = dropout_probability(default=0.1)
+    attention_dropout: float | int = dropout_probability(default=0.1)
+    initializer_range: float = positive_number(default=0.02)
+    layer_norm_eps: float = positive_number(default=1e-5)
     use_cache: bool = True
-    pad_token_id: int | None = 0
-    bos_token_id: int | None = 1
-    eos_token_id: int | list[int] | None = 2
+    pad_token_id: int | None = token_id(default=0)
+    bos_token_id: int | None = token_id(default=1)
+    eos_token_id: int | list[int] | None = token_id(default=2)
     tie_word_embeddings: bool = True
     layer_types: list[str] | None = None
 
@@ -86,70 +96,11 @@ class MidiConformerConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
     def validate_architecture(self):
-        """Reject sizes the blocks cannot be built with, naming the offending field."""
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "max_relative_position",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.hidden_size % self.num_attention_heads != 0:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
-                f"({self.num_attention_heads})"
-            )
-        head_dim = self.hidden_size // self.num_attention_heads
-        if self.attention_type == "rotary" and head_dim % 2:
-            raise ValueError(
-                f"hidden_size / num_attention_heads ({head_dim}) must be even for "
-                f"attention_type='rotary'"
-            )
-        if self.hidden_act not in ACT2FN:
-            raise ValueError(f"hidden_act must be one of {sorted(ACT2FN)}, got {self.hidden_act!r}")
-        if self.rope_theta <= 0:
-            raise ValueError(f"rope_theta must be positive, got {self.rope_theta}")
-
-    def validate_attention_type(self):
-        """Only the attention variants the modeling file implements are accepted."""
-        if self.attention_type not in ATTENTION_TYPES:
-            raise ValueError(
-                f"attention_type must be one of {ATTENTION_TYPES}, got {self.attention_type!r}"
-            )
-
-    def validate_conv_kernel_size(self):
-        """A causal convolution needs at least one past frame to be worth a cache."""
-        if self.conv_kernel_size < 2:
-            raise ValueError(f"conv_kernel_size must be at least 2, got {self.conv_kernel_size}")
-
-    def validate_dropout(self):
-        """Dropout probabilities live in [0, 1)."""
-        for name in ("hidden_dropout", "attention_dropout"):
-            value = getattr(self, name)
-            if not 0 <= value < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value}")
-
-    def validate_special_token_ids(self):
-        """Special ids index the embedding table, so they must lie inside the vocabulary."""
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
-            value = getattr(self, name)
-            for token_id in value if isinstance(value, list) else [value]:
-                if token_id is not None and not 0 <= token_id < self.vocab_size:
-                    raise ValueError(
-                        f"{name} ({value}) must lie in [0, vocab_size ({self.vocab_size}))"
-                    )
-
-    def validate_layer_types(self):
-        """Every block keeps both a KV cache and a convolution state, so every entry is hybrid."""
-        if self.layer_types is None:
-            return
-        if len(self.layer_types) != self.num_hidden_layers or any(
-            layer_type != "hybrid" for layer_type in self.layer_types
-        ):
+        """Cross-field rules (ranges are on the fields): heads, rotary head size, token ids, and
+        one ``"hybrid"`` cache layer (KV cache plus convolution state) per block."""
+        check_heads(self, rotary=self.attention_type == "rotary")
+        check_token_ids(self)
+        if self.layer_types is not None and self.layer_types != ["hybrid"] * self.num_hidden_layers:
             raise ValueError(
                 f"layer_types must be ['hybrid'] * num_hidden_layers ({self.num_hidden_layers}), "
                 f"got {self.layer_types}"

@@ -1,10 +1,20 @@
 """Configuration of MidiGPT, a decoder-only Transformer over MIDI tokens."""
 
+# No `from __future__ import annotations`: @strict cannot type-check string annotations.
+from typing import Literal
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
-from transformers.activations import ACT2FN
 
-POSITION_EMBEDDING_TYPES = ("absolute", "rotary")
+from ._config_fields import (
+    activation,
+    check_heads,
+    check_token_ids,
+    dropout_probability,
+    positive_int,
+    positive_number,
+    token_id,
+)
 
 
 @strict
@@ -44,61 +54,30 @@ class MidiGPTConfig(PreTrainedConfig):
     model_type = "midiformers_gpt"
     keys_to_ignore_at_inference = ["cache"]
 
-    vocab_size: int = 512
-    hidden_size: int = 512
-    num_hidden_layers: int = 6
-    num_attention_heads: int = 8
-    intermediate_size: int = 2048
-    max_position_embeddings: int = 2048
-    position_embedding_type: str = "absolute"
-    rope_theta: float | int = 10000.0
-    hidden_act: str = "gelu"
-    hidden_dropout: float | int = 0.1
-    attention_dropout: float | int = 0.1
+    vocab_size: int = positive_int(default=512)
+    hidden_size: int = positive_int(default=512)
+    num_hidden_layers: int = positive_int(default=6)
+    num_attention_heads: int = positive_int(default=8)
+    intermediate_size: int = positive_int(default=2048)
+    max_position_embeddings: int = positive_int(default=2048)
+    position_embedding_type: Literal["absolute", "rotary"] = "absolute"
+    rope_theta: float | int = positive_number(default=10000.0)
+    hidden_act: str = activation(default="gelu")
+    hidden_dropout: float | int = dropout_probability(default=0.1)
+    attention_dropout: float | int = dropout_probability(default=0.1)
     attention_bias: bool = True
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-5
+    initializer_range: float = positive_number(default=0.02)
+    layer_norm_eps: float = positive_number(default=1e-5)
     use_cache: bool = True
-    pad_token_id: int | None = 0
-    bos_token_id: int | None = 1
-    eos_token_id: int | list[int] | None = 2
+    pad_token_id: int | None = token_id(default=0)
+    bos_token_id: int | None = token_id(default=1)
+    eos_token_id: int | list[int] | None = token_id(default=2)
     tie_word_embeddings: bool = True
 
     def validate_architecture(self):
-        """Reject sizes and options that cannot build a model, naming the offending field."""
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.hidden_size % self.num_attention_heads != 0:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
-                f"({self.num_attention_heads})"
-            )
-        if self.position_embedding_type not in POSITION_EMBEDDING_TYPES:
-            raise ValueError(
-                f"position_embedding_type must be one of {POSITION_EMBEDDING_TYPES}, "
-                f"got {self.position_embedding_type!r}"
-            )
-        head_dim = self.hidden_size // self.num_attention_heads
-        if self.position_embedding_type == "rotary" and head_dim % 2:
-            raise ValueError(
-                f"position_embedding_type 'rotary' needs an even head dimension: hidden_size "
-                f"({self.hidden_size}) / num_attention_heads ({self.num_attention_heads}) = {head_dim}"
-            )
-        if self.hidden_act not in ACT2FN:
-            raise ValueError(f"hidden_act must be one of {sorted(ACT2FN)}, got {self.hidden_act!r}")
-        if self.rope_theta <= 0:
-            raise ValueError(f"rope_theta must be positive, got {self.rope_theta}")
-        for name in ("hidden_dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        """Cross-field rules (ranges are on the fields): heads, rotary head size, token ids."""
+        check_heads(self, rotary=self.position_embedding_type == "rotary")
+        check_token_ids(self)
 
 
 __all__ = ["MidiGPTConfig"]

@@ -1,9 +1,18 @@
 """Configuration of MidiGRU, a recurrent sequence classifier over MIDI tokens (e.g. composers)."""
 
+# No `from __future__ import annotations`: @strict cannot type-check string annotations.
+from typing import Literal
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-POOLING_TYPES = ("mean", "max", "last")
+from ._config_fields import (
+    check_token_ids,
+    dropout_probability,
+    positive_int,
+    positive_number,
+    token_id,
+)
 
 
 @strict
@@ -36,18 +45,18 @@ class MidiGRUConfig(PreTrainedConfig):
 
     model_type = "midiformers_gru"
 
-    vocab_size: int = 512
-    embedding_size: int = 128
-    hidden_size: int = 256
-    num_hidden_layers: int = 2
+    vocab_size: int = positive_int(default=512)
+    embedding_size: int = positive_int(default=128)
+    hidden_size: int = positive_int(default=256)
+    num_hidden_layers: int = positive_int(default=2)
     bidirectional: bool = True
-    pooling: str = "mean"
-    hidden_dropout: float | int = 0.1
-    classifier_dropout: float | int = 0.1
-    initializer_range: float = 0.02
-    pad_token_id: int | None = 0
-    bos_token_id: int | None = 1
-    eos_token_id: int | list[int] | None = 2
+    pooling: Literal["mean", "max", "last"] = "mean"
+    hidden_dropout: float | int = dropout_probability(default=0.1)
+    classifier_dropout: float | int = dropout_probability(default=0.1)
+    initializer_range: float = positive_number(default=0.02)
+    pad_token_id: int | None = token_id(default=0)
+    bos_token_id: int | None = token_id(default=1)
+    eos_token_id: int | list[int] | None = token_id(default=2)
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -55,20 +64,8 @@ class MidiGRUConfig(PreTrainedConfig):
             self.label2id = {name: index for index, name in self.id2label.items()}
 
     def validate_architecture(self):
-        """Reject sizes and options that cannot build a model, naming the offending field."""
-        for name in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.pooling not in POOLING_TYPES:
-            raise ValueError(f"pooling must be one of {POOLING_TYPES}, got {self.pooling!r}")
-        for name in ("hidden_dropout", "classifier_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(
-                f"pad_token_id ({self.pad_token_id}) must be a token id below vocab_size "
-                f"({self.vocab_size})"
-            )
+        """Cross-field rules (ranges are on the fields): token ids inside the vocabulary."""
+        check_token_ids(self)
 
 
 __all__ = ["MidiGRUConfig"]

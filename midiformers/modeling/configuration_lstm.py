@@ -1,7 +1,16 @@
 """Configuration of the LSTM event language model (the LSTM study of the design notes)."""
 
+# No `from __future__ import annotations`: @strict cannot type-check string annotations.
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
+
+from ._config_fields import (
+    check_token_ids,
+    dropout_probability,
+    positive_int,
+    positive_number,
+    token_id,
+)
 
 
 @strict
@@ -48,34 +57,22 @@ class MidiLSTMConfig(PreTrainedConfig):
 
     model_type = "midiformers_lstm"
 
-    vocab_size: int = 512
-    embedding_size: int = 256
-    hidden_size: int = 512
-    num_hidden_layers: int = 2
-    hidden_dropout: float | int = 0.2
-    embedding_dropout: float | int = 0.0
-    initializer_range: float | int = 1.0
+    vocab_size: int = positive_int(default=512)
+    embedding_size: int = positive_int(default=256)
+    hidden_size: int = positive_int(default=512)
+    num_hidden_layers: int = positive_int(default=2)
+    hidden_dropout: float | int = dropout_probability(default=0.2)
+    embedding_dropout: float | int = dropout_probability(default=0.0)
+    initializer_range: float | int = positive_number(default=1.0)
     tie_word_embeddings: bool = False
     use_cache: bool = True
-    pad_token_id: int | None = 0
-    bos_token_id: int | None = 1
-    eos_token_id: int | list[int] | None = 2
+    pad_token_id: int | None = token_id(default=0)
+    bos_token_id: int | None = token_id(default=1)
+    eos_token_id: int | list[int] | None = token_id(default=2)
 
     def validate_architecture(self):
-        """Reject sizes an LSTM cannot have, naming the offending field."""
-        for name in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers"):
-            value = getattr(self, name)
-            if value < 1:
-                raise ValueError(f"{name} ({value}) must be a positive integer")
-        if self.initializer_range <= 0:
-            raise ValueError(f"initializer_range ({self.initializer_range}) must be positive")
-
-    def validate_dropout(self):
-        """Dropout probabilities must lie in [0, 1): a probability of 1 zeroes every activation."""
-        for name in ("hidden_dropout", "embedding_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} ({value}) must be in [0, 1)")
+        """Cross-field rules (ranges are on the fields): token ids inside the vocabulary."""
+        check_token_ids(self)
 
     @property
     def uses_output_projection(self) -> bool:

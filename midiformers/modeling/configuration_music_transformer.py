@@ -3,7 +3,16 @@
 # No `from __future__ import annotations`: @strict cannot type-check string annotations.
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
-from transformers.activations import ACT2FN
+
+from ._config_fields import (
+    activation,
+    check_heads,
+    check_token_ids,
+    dropout_probability,
+    positive_int,
+    positive_number,
+    token_id,
+)
 
 
 @strict
@@ -54,70 +63,30 @@ class MusicTransformerConfig(PreTrainedConfig):
     model_type = "midiformers_music_transformer"
     keys_to_ignore_at_inference = ["cache"]
 
-    vocab_size: int = 388
-    hidden_size: int = 512
-    num_hidden_layers: int = 6
-    num_attention_heads: int = 8
-    intermediate_size: int = 2048
-    max_position_embeddings: int = 2048
-    max_relative_position: int = 1024
+    vocab_size: int = positive_int(default=388)
+    hidden_size: int = positive_int(default=512)
+    num_hidden_layers: int = positive_int(default=6)
+    num_attention_heads: int = positive_int(default=8)
+    intermediate_size: int = positive_int(default=2048)
+    max_position_embeddings: int = positive_int(default=2048)
+    max_relative_position: int = positive_int(default=1024)
     shared_relative_embeddings: bool = False
-    hidden_act: str = "relu"
-    hidden_dropout: float | int = 0.1
-    attention_dropout: float | int = 0.1
+    hidden_act: str = activation(default="relu")
+    hidden_dropout: float | int = dropout_probability(default=0.1)
+    attention_dropout: float | int = dropout_probability(default=0.1)
     attention_bias: bool = True
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-6
+    initializer_range: float = positive_number(default=0.02)
+    layer_norm_eps: float = positive_number(default=1e-6)
     use_cache: bool = True
-    pad_token_id: int | None = 0
-    bos_token_id: int | None = 1
-    eos_token_id: int | list[int] | None = 2
+    pad_token_id: int | None = token_id(default=0)
+    bos_token_id: int | None = token_id(default=1)
+    eos_token_id: int | list[int] | None = token_id(default=2)
     tie_word_embeddings: bool = True
 
     def validate_architecture(self):
-        """Reject sizes that cannot build a model, naming the offending field."""
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.hidden_size % self.num_attention_heads != 0:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
-                f"({self.num_attention_heads})"
-            )
-        if self.hidden_act not in ACT2FN:
-            raise ValueError(f"hidden_act must be one of {sorted(ACT2FN)}, got {self.hidden_act!r}")
-
-    def validate_max_relative_position(self):
-        """At least one distance besides 0 must be distinguishable."""
-        if self.max_relative_position <= 0:
-            raise ValueError(
-                f"max_relative_position must be a positive integer, got {self.max_relative_position}"
-            )
-
-    def validate_dropout(self):
-        """Dropout probabilities live in [0, 1)."""
-        for name in ("hidden_dropout", "attention_dropout"):
-            value = getattr(self, name)
-            if not 0 <= value < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value}")
-
-    def validate_special_token_ids(self):
-        """Special ids index the embedding table, so they must lie inside the vocabulary."""
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
-            value = getattr(self, name)
-            values = value if isinstance(value, list) else [value]
-            for token_id in values:
-                if token_id is not None and not 0 <= token_id < self.vocab_size:
-                    raise ValueError(
-                        f"{name} ({value}) must lie in [0, vocab_size ({self.vocab_size}))"
-                    )
+        """Cross-field rules (ranges are on the fields): heads, token ids."""
+        check_heads(self)
+        check_token_ids(self)
 
 
 __all__ = ["MusicTransformerConfig"]

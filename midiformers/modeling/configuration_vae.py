@@ -1,10 +1,23 @@
 """Configuration of MidiVAE, a composer-conditioned Transformer VAE over MIDI tokens."""
 
+# No `from __future__ import annotations`: @strict cannot type-check string annotations.
+from typing import Literal
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
-from transformers.activations import ACT2FN
+from transformers.utils.type_validators import interval
 
-BETA_SCHEDULES = ("constant", "linear", "cyclical")
+from ._config_fields import (
+    activation,
+    check_heads,
+    check_token_ids,
+    dropout_probability,
+    non_negative_int,
+    non_negative_number,
+    positive_int,
+    positive_number,
+    token_id,
+)
 
 
 @strict
@@ -63,32 +76,33 @@ class MidiVAEConfig(PreTrainedConfig):
     model_type = "midiformers_vae"
     keys_to_ignore_at_inference = ["cache"]
 
-    vocab_size: int = 512
-    hidden_size: int = 256
-    num_hidden_layers: int = 4
-    num_encoder_layers: int = 4
-    num_attention_heads: int = 4
-    intermediate_size: int = 1024
-    max_position_embeddings: int = 2048
-    latent_size: int = 64
-    num_memory_tokens: int = 4
-    prior_init_std: float | int = 1.0
-    beta: float | int = 1.0
-    beta_schedule: str = "linear"
-    beta_warmup_steps: int = 1000
-    beta_cycle_steps: int = 1000
-    beta_cycle_ratio: float | int = 0.5
-    free_bits: float | int = 0.0
-    hidden_act: str = "gelu"
-    hidden_dropout: float | int = 0.1
-    attention_dropout: float | int = 0.1
+    vocab_size: int = positive_int(default=512)
+    hidden_size: int = positive_int(default=256)
+    num_hidden_layers: int = positive_int(default=4)
+    num_encoder_layers: int = positive_int(default=4)
+    num_attention_heads: int = positive_int(default=4)
+    intermediate_size: int = positive_int(default=1024)
+    max_position_embeddings: int = positive_int(default=2048)
+    latent_size: int = positive_int(default=64)
+    num_memory_tokens: int = positive_int(default=4)
+    prior_init_std: float | int = non_negative_number(default=1.0)
+    beta: float | int = non_negative_number(default=1.0)
+    beta_schedule: Literal["constant", "linear", "cyclical"] = "linear"
+    # 0 is allowed where the schedule does not use the field (validate_objective).
+    beta_warmup_steps: int = non_negative_int(default=1000)
+    beta_cycle_steps: int = non_negative_int(default=1000)
+    beta_cycle_ratio: float | int = interval(min=0, max=1, exclude_min=True)(default=0.5)
+    free_bits: float | int = non_negative_number(default=0.0)
+    hidden_act: str = activation(default="gelu")
+    hidden_dropout: float | int = dropout_probability(default=0.1)
+    attention_dropout: float | int = dropout_probability(default=0.1)
     attention_bias: bool = True
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-5
+    initializer_range: float = positive_number(default=0.02)
+    layer_norm_eps: float = positive_number(default=1e-5)
     use_cache: bool = True
-    pad_token_id: int | None = 0
-    bos_token_id: int | None = 1
-    eos_token_id: int | list[int] | None = 2
+    pad_token_id: int | None = token_id(default=0)
+    bos_token_id: int | None = token_id(default=1)
+    eos_token_id: int | list[int] | None = token_id(default=2)
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
@@ -97,64 +111,16 @@ class MidiVAEConfig(PreTrainedConfig):
             self.label2id = {name: index for index, name in self.id2label.items()}
 
     def validate_architecture(self):
-        """Reject sizes that cannot build a model, naming the offending field."""
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_encoder_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "latent_size",
-            "num_memory_tokens",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.hidden_size % self.num_attention_heads != 0:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
-                f"({self.num_attention_heads})"
-            )
-        head_dim = self.hidden_size // self.num_attention_heads
-        if head_dim % 2:
-            raise ValueError(
-                f"rotary positions need an even head dimension: hidden_size ({self.hidden_size}) / "
-                f"num_attention_heads ({self.num_attention_heads}) = {head_dim}"
-            )
-        if self.hidden_act not in ACT2FN:
-            raise ValueError(f"hidden_act must be one of {sorted(ACT2FN)}, got {self.hidden_act!r}")
-        for name in ("hidden_dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(
-                f"pad_token_id ({self.pad_token_id}) must be a token id below vocab_size "
-                f"({self.vocab_size})"
-            )
-        if self.prior_init_std < 0:
-            raise ValueError(f"prior_init_std must be non-negative, got {self.prior_init_std}")
+        """Cross-field rules (ranges are on the fields): heads (rotary positions), token ids."""
+        check_heads(self, rotary=True)
+        check_token_ids(self)
 
     def validate_objective(self):
-        """Check the KL weight schedule and free bits."""
-        if self.beta < 0:
-            raise ValueError(f"beta must be non-negative, got {self.beta}")
-        if self.beta_schedule not in BETA_SCHEDULES:
-            raise ValueError(
-                f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}"
-            )
-        if self.beta_schedule == "linear" and self.beta_warmup_steps <= 0:
-            raise ValueError(
-                f"beta_warmup_steps must be positive for the linear schedule, got "
-                f"{self.beta_warmup_steps}"
-            )
-        if self.beta_schedule == "cyclical":
-            if self.beta_cycle_steps <= 0:
-                raise ValueError(f"beta_cycle_steps must be positive, got {self.beta_cycle_steps}")
-            if not 0.0 < self.beta_cycle_ratio <= 1.0:
-                raise ValueError(f"beta_cycle_ratio must be in (0, 1], got {self.beta_cycle_ratio}")
-        if self.free_bits < 0:
-            raise ValueError(f"free_bits must be non-negative, got {self.free_bits}")
+        """The KL schedule divides by the length of its warm-up or cycle."""
+        if self.beta_schedule == "linear" and self.beta_warmup_steps == 0:
+            raise ValueError("beta_warmup_steps must be positive for the linear beta_schedule")
+        if self.beta_schedule == "cyclical" and self.beta_cycle_steps == 0:
+            raise ValueError("beta_cycle_steps must be positive for the cyclical beta_schedule")
 
     def validate_labels(self):
         """Every composer needs a name and an id that agree both ways."""
