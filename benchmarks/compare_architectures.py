@@ -26,7 +26,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -92,33 +92,38 @@ QUICK = Budget(
 
 
 def registered_variants() -> list[Variant]:
-    """Every registered causal architecture; GPT twice (absolute and rotary positions)."""
-    from midiformers.modeling import _CAUSAL_LM
-    from midiformers.training.arguments import MODEL_TYPES
+    """Every unconditional generator of the architecture registry, in its order, once per
+    registered variant (GPT: absolute and rotary positions)."""
+    from midiformers.modeling import ARCHITECTURES
 
-    short_names = {full: short for short, full in MODEL_TYPES.items()}
     variants = []
-    for config_class, _, _ in _CAUSAL_LM:
-        short = short_names.get(config_class.model_type, config_class.model_type)
-        if short == "gpt":
-            variants.append(
-                Variant("GPT (absolute)", short, {"position_embedding_type": "absolute"})
-            )
-            variants.append(Variant("GPT (rotary)", short, {"position_embedding_type": "rotary"}))
-        else:
-            variants.append(Variant(short.replace("_", " ").title().replace("Lstm", "LSTM"), short))
-    order = ["lstm", "gpt", "music_transformer", "conformer"]
-    return sorted(variants, key=lambda v: order.index(v.model_type) if v.model_type in order else 9)
+    for arch in ARCHITECTURES.values():
+        if not arch.generates or arch.conditioning:
+            continue
+        for label, options in arch.variants.items():
+            variants.append(Variant(f"{arch.display_name} ({label})", arch.name, dict(options)))
+        if not arch.variants:
+            variants.append(Variant(arch.display_name, arch.name))
+    return variants
+
+
+def _architecture(variant: Variant):
+    from midiformers.modeling import architecture_for
+
+    return architecture_for(variant.model_type)
 
 
 def model_config(variant: Variant, width: int, budget: Budget) -> dict[str, Any]:
-    """The ``model_config`` of ``variant`` at ``width`` (hidden size) for this budget."""
-    if variant.model_type == "lstm":
+    """The ``model_config`` of ``variant`` at ``width`` (hidden size) for this budget:
+    a recurrent model is sized by its embedding and state, the others as Transformers."""
+    arch = _architecture(variant)
+    if arch.recurrent:
         return {
             "embedding_size": max(8, width // 2),
             "hidden_size": width,
             "num_hidden_layers": 2,
             "hidden_dropout": 0.1,
+            **variant.options,
         }
     positions = max(budget.max_length, budget.primer_tokens + budget.max_new_tokens)
     config = {
@@ -131,8 +136,8 @@ def model_config(variant: Variant, width: int, budget: Budget) -> dict[str, Any]
         "attention_dropout": 0.1,
         **variant.options,
     }
-    if variant.model_type == "music_transformer":
-        config["max_relative_position"] = budget.max_length
+    if "max_relative_position" in {item.name for item in fields(arch.config_class)}:
+        config["max_relative_position"] = budget.max_length  # distances seen in training
     return config
 
 
@@ -170,7 +175,7 @@ def matched_config(variant: Variant, budget: Budget, tokenizer) -> tuple[dict[st
             high = middle
     candidates = [model_config(variant, widths[i], budget) for i in {max(low - 1, 0), low}]
     config = min(candidates, key=lambda c: abs(count(c) - budget.parameters))
-    knob = "embedding_size" if variant.model_type == "lstm" else "intermediate_size"
+    knob = "embedding_size" if _architecture(variant).recurrent else "intermediate_size"
     before = count(config)
     slope = (count({**config, knob: config[knob] + 8}) - before) / 8
     config[knob] = max(8, config[knob] + round((budget.parameters - before) / slope))

@@ -2,6 +2,10 @@
 
 Importing the package registers every configuration, model and tokenizer with the
 transformers Auto classes. Nothing is built and no file is read at import time.
+
+:data:`ARCHITECTURES` is the registry of the architectures (short name, display name, config and
+model classes, task, conditioning), what train.py, the demo, the benchmarks and the tests read;
+:func:`architecture_for` finds an entry by short name or ``model_type``.
 """
 
 from .generation import MidiGenerationPipeline, MidiGrammarLogitsProcessor, check_sequence

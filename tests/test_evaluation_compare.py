@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from midiformers.modeling import _CAUSAL_LM
+from midiformers.modeling import ARCHITECTURES
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -38,13 +38,19 @@ compare = load_benchmark()
 
 def test_every_registered_causal_architecture_is_compared():
     variants = compare.registered_variants()
-    types = {variant.model_type for variant in variants}
-    from midiformers.training.arguments import MODEL_TYPES
-
-    registered = {config.model_type for config, _, _ in _CAUSAL_LM}
-    assert {MODEL_TYPES[t] for t in types} == registered
+    names = [
+        arch.name for arch in ARCHITECTURES.values() if arch.generates and not arch.conditioning
+    ]
+    assert list(dict.fromkeys(variant.model_type for variant in variants)) == names
+    assert [v.name for v in variants] == [
+        "LSTM",
+        "GPT (absolute)",
+        "GPT (rotary)",
+        "Music Transformer",
+        "Conformer",
+    ]
     gpt = [v.options["position_embedding_type"] for v in variants if v.model_type == "gpt"]
-    assert sorted(gpt) == ["absolute", "rotary"]
+    assert gpt == ["absolute", "rotary"]
 
 
 @pytest.mark.parametrize("budget", [compare.QUICK, compare.DEFAULT], ids=["quick", "default"])

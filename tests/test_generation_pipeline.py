@@ -23,7 +23,7 @@ from midiformers.generation import (
     context_length,
     generate_long,
 )
-from midiformers.modeling import _CAUSAL_LM, _OTHER_MODELS
+from midiformers.modeling import ARCHITECTURES
 
 COMPOSERS = {0: "bach", 1: "chopin"}
 TINY = {
@@ -42,9 +42,11 @@ TINY = {
     "attention_dropout": 0.0,
     "embedding_dropout": 0.0,
 }
-GENERATIVE = [(c, m) for c, _, m in _CAUSAL_LM] + [
-    (c, m) for auto, c, m in _OTHER_MODELS if auto == "AutoModelForCausalLM"
+GENERATIVE = [
+    (arch.config_class, arch.model_class) for arch in ARCHITECTURES.values() if arch.generates
 ]
+CONDITIONED = {arch.model_class for arch in ARCHITECTURES.values() if arch.conditioning}
+GPT = (ARCHITECTURES["gpt"].config_class, ARCHITECTURES["gpt"].model_class)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -59,7 +61,7 @@ def tiny_model(config_class, model_class, tokenizer: MidiTokenizer, **overrides)
     """An untrained model of the class with tiny dimensions (only the fields it has)."""
     names = {field.name for field in dataclasses.fields(config_class)}
     kwargs = {k: v for k, v in TINY.items() if k in names}
-    if model_class.__name__.startswith("MidiVAE"):
+    if model_class in CONDITIONED:
         kwargs["id2label"] = dict(COMPOSERS)
     kwargs.update(overrides)
     config = config_class(
@@ -94,7 +96,7 @@ def assert_valid_piece(piece: dict, tokenizer: MidiTokenizer) -> None:
 
 def test_task_is_registered(remi):
     assert "midi-generation" in PIPELINE_REGISTRY.get_supported_tasks()
-    model = tiny_model(*GENERATIVE[0], remi)
+    model = tiny_model(*GPT, remi)
     generator = pipeline("midi-generation", model=model, tokenizer=remi)
     assert isinstance(generator, MidiGenerationPipeline)
 
@@ -123,7 +125,7 @@ def test_pipeline_with_and_without_primer(config_class, model_class, remi, prime
 def test_untrained_model_samples_are_valid(preset):
     """200 samples of an untrained GPT per scheme, through generate() with the processor."""
     tokenizer = MidiTokenizer(preset=preset)
-    config_class, model_class = GENERATIVE[0]
+    config_class, model_class = GPT
     model = tiny_model(config_class, model_class, tokenizer)
     prompt = torch.full((200, 1), tokenizer.bos_token_id)
     torch.manual_seed(0)
@@ -145,7 +147,7 @@ def test_processor_reads_the_budget_from_generate(search):
     notes still sounding near the end are closed (without it 10 x 120 tokens kept 1 note of
     325), exactly as with the budget given. A processor reused for a shorter call follows."""
     tokenizer = MidiTokenizer(preset="midilike")
-    model = tiny_model(*GENERATIVE[0], tokenizer, max_position_embeddings=256)
+    model = tiny_model(*GPT, tokenizer, max_position_embeddings=256)
     implicit = MidiGrammarLogitsProcessor(tokenizer)
     options = {"do_sample": True, "num_beams": 2 if search == "beam_sample" else 1}
     for rows, new_tokens in ((10, 120), (4, 30)):
@@ -173,7 +175,7 @@ def test_processor_reads_the_budget_from_generate(search):
 
 @pytest.mark.parametrize("search", ["greedy", "beam"])
 def test_greedy_and_beam_search(remi, search):
-    model = tiny_model(*GENERATIVE[0], remi)
+    model = tiny_model(*GPT, remi)
     options = {"num_beams": 3, "num_return_sequences": 3} if search == "beam" else {}
     processor = MidiGrammarLogitsProcessor(remi, max_new_tokens=30)
     output = model.generate(
@@ -193,7 +195,7 @@ def test_greedy_and_beam_search(remi, search):
 
 def test_sliding_window_goes_past_the_position_table(remi):
     """An absolute-position GPT with 32 positions writes a 121-token piece, window by window."""
-    config_class, model_class = GENERATIVE[0]
+    config_class, model_class = GPT
     model = tiny_model(config_class, model_class, remi, max_position_embeddings=32)
     assert model.config.position_embedding_type == "absolute" and context_length(model) == 32
     prompt = torch.full((2, 1), remi.bos_token_id)
@@ -228,26 +230,26 @@ def test_sliding_window_goes_past_the_position_table(remi):
 
 
 def test_recurrent_models_have_no_window(remi):
-    lstm = next((c, m) for c, m in GENERATIVE if m.__name__ == "MidiLSTMForCausalLM")
-    assert context_length(tiny_model(*lstm, remi)) is None
+    recurrent = [arch for arch in ARCHITECTURES.values() if arch.generates and arch.recurrent]
+    assert recurrent
+    for arch in recurrent:
+        assert context_length(tiny_model(arch.config_class, arch.model_class, remi)) is None
 
 
 def test_composer_conditioning(remi):
-    vae = next(((c, m) for c, m in GENERATIVE if m.__name__.startswith("MidiVAE")), None)
-    if vae is None:
-        pytest.skip("MidiVAEForConditionalGeneration is not registered")
+    vae = next((c, m) for c, m in GENERATIVE if m in CONDITIONED)
     generator = pipeline("midi-generation", model=tiny_model(*vae, remi), tokenizer=remi)
     for composer in ("chopin", 0):
         assert_valid_piece(generator(composer=composer, max_new_tokens=30, seed=0), remi)
     with pytest.raises(ValueError, match="'bach', 'chopin'"):
         generator(composer="mozart", max_new_tokens=8)
-    gpt = pipeline("midi-generation", model=tiny_model(*GENERATIVE[0], remi), tokenizer=remi)
+    gpt = pipeline("midi-generation", model=tiny_model(*GPT, remi), tokenizer=remi)
     with pytest.raises(ValueError, match="composer-conditioned model"):
         gpt(composer="bach", max_new_tokens=8)
 
 
 def test_seed_batch_and_grammar_off(remi, primer_path):
-    generator = pipeline("midi-generation", model=tiny_model(*GENERATIVE[0], remi), tokenizer=remi)
+    generator = pipeline("midi-generation", model=tiny_model(*GPT, remi), tokenizer=remi)
     first = generator(max_new_tokens=30, seed=7, top_k=20, temperature=1.3, top_p=0.95)
     again = generator(max_new_tokens=30, seed=7, top_k=20, temperature=1.3, top_p=0.95)
     assert first["token_ids"] == again["token_ids"]
@@ -263,7 +265,7 @@ def test_seed_batch_and_grammar_off(remi, primer_path):
 
 
 def test_bad_inputs_name_the_problem(remi, broken_midi_paths):
-    generator = pipeline("midi-generation", model=tiny_model(*GENERATIVE[0], remi), tokenizer=remi)
+    generator = pipeline("midi-generation", model=tiny_model(*GPT, remi), tokenizer=remi)
     broken = broken_midi_paths[0]
     with pytest.raises(MidiFileError, match=broken.name):
         generator(str(broken), max_new_tokens=4)
@@ -297,7 +299,7 @@ BAD_OPTIONS = [
 def test_generation_options_fail_before_generating(remi, primer_path):
     """One-line errors naming the option and its range, from the pipeline and generate_long,
     before the model runs (transformers alone accepts top_p=2 or 0, num_return_sequences=0)."""
-    model = tiny_model(*GENERATIVE[0], remi)
+    model = tiny_model(*GPT, remi)
     calls = []
     model.register_forward_pre_hook(lambda *args: calls.append(1))
     generator = pipeline("midi-generation", model=model, tokenizer=remi)
@@ -322,7 +324,7 @@ def test_training_samples_decode_without_dropped_tokens(remi):
     arguments = SimpleNamespace(sample_max_new_tokens=40, sample_top_k=0, sample_temperature=1.0)
     sample = sample_function(TASKS["causal"], remi, arguments)
     torch.manual_seed(0)
-    sequences = sample(tiny_model(*GENERATIVE[0], remi), 8)
+    sequences = sample(tiny_model(*GPT, remi), 8)
     assert len(sequences) == 8
     for row in sequences:
         assert check_sequence(remi, row).is_valid

@@ -13,8 +13,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL_DIR = Path("outputs/default")
 """Where ``python train.py`` (the default recipe) writes its model; the demo's default."""
 
-VAE_MODEL_TYPE = "midiformers_vae"
-
 NO_MODEL_HELP = (
     "No model to generate with: the default model folder `{folder}` does not exist. "
     "Create it with `python train.py` (the default recipe, a few minutes on a CPU), "
@@ -34,8 +32,12 @@ class ModelEntry:
 
     @property
     def composers(self) -> list[str]:
-        """Composer names of a composer-conditioned VAE (its config's labels), else ``[]``."""
-        if getattr(self.config, "model_type", None) != VAE_MODEL_TYPE:
+        """Composer names of a composer-conditioned model (its config's labels), else ``[]``;
+        the architecture registry says which models are conditioned on a composer."""
+        from ..modeling import architecture_for
+
+        arch = architecture_for(getattr(self.config, "model_type", ""), missing_ok=True)
+        if arch is None or arch.conditioning != "composer":
             return []
         id2label = self.config.id2label or {}
         return [id2label[key] for key in sorted(id2label, key=int)]

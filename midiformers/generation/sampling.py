@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from transformers.utils import logging
 
+from ..modeling import architecture_for
 from .grammar import MidiGrammar
 from .logits_process import MidiGrammarLogitsProcessor
 
@@ -93,9 +94,11 @@ def _check_input_ids(model: Any, input_ids: torch.Tensor) -> None:
 
 
 def context_length(model: Any) -> int | None:
-    """Tokens the model should attend to at once (``None``: no limit, e.g. recurrent models)."""
+    """Tokens the model should attend to at once (``None``: no limit, e.g. recurrent models:
+    ``recurrent`` in the architecture registry, or a config without ``max_position_embeddings``)."""
     config = model.config
-    if getattr(config, "model_type", "").endswith("_lstm"):
+    arch = architecture_for(getattr(config, "model_type", ""), missing_ok=True)
+    if arch is not None and arch.recurrent:
         return None
     limit = getattr(config, "max_position_embeddings", None)
     return int(limit) if limit else None

@@ -52,7 +52,10 @@ def make_model_card(
     extra_tags: list[str] | None = None,
 ) -> ModelCard:
     """A model card: metadata (library, tags, dataset), the metrics, and a usage snippet."""
-    pipeline_tag = "text-classification" if model_type.endswith("gru") else "text-generation"
+    from ..modeling import architecture_for
+
+    arch = architecture_for(model_type, missing_ok=True)
+    pipeline_tag = arch.pipeline_tag if arch else "text-generation"
     data = ModelCardData(
         library_name="transformers",
         tags=[*TAGS, model_type, *(extra_tags or [])],

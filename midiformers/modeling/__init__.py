@@ -1,14 +1,17 @@
 """Model architectures, one configuration and one modeling file per architecture.
 
-:data:`ARCHITECTURES` is the one public registry of them (short name, classes, task, display
-name); :func:`register_auto_classes` registers every entry with ``AutoConfig``, ``AutoModel``
-and the task's Auto class, and a new architecture is one configuration file, one modeling
-file and one line below.
+:data:`ARCHITECTURES` is the one public registry of them: train.py (``--model_type``), the
+generation helpers, the demo, the benchmarks and the tests read it, and
+:func:`register_auto_classes` registers every entry with ``AutoConfig``, ``AutoModel`` and the
+task's Auto class. A new architecture is one configuration file, one modeling file and one
+:class:`Architecture` line below.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import transformers
 from transformers import AutoConfig, AutoModel
@@ -26,13 +29,32 @@ from .modeling_lstm import MidiLSTMForCausalLM, MidiLSTMModel
 from .modeling_music_transformer import MusicTransformerForCausalLM, MusicTransformerModel
 from .modeling_vae import MidiVAEForConditionalGeneration, MidiVAEModel
 
+TASKS: dict[str, tuple[str, str]] = {
+    "causal-lm": ("AutoModelForCausalLM", "text-generation"),
+    "sequence-classification": ("AutoModelForSequenceClassification", "text-classification"),
+}
+"""Each task: its transformers Auto class and its Hub ``pipeline_tag``."""
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, eq=False)
 class Architecture:
-    """One architecture: what train.py, the demo, the benchmarks and the tests read.
+    """One architecture and what the code around the models needs to know about it.
 
-    ``task`` is ``"causal-lm"`` (next-token generation; the VAE's decoder is one too) or
-    ``"sequence-classification"``; ``auto_class`` is the task's transformers Auto class name.
+    Args:
+        name: short name, the ``--model_type`` of train.py (``model_type`` is
+            ``config_class.model_type``, e.g. ``midiformers_gpt``).
+        display_name: how tables, plots and the demo call it.
+        config_class, base_model_class, model_class: the configuration, the headless model
+            (``AutoModel``) and the model with its head (the task's Auto class).
+        task: a key of :data:`TASKS`: ``"causal-lm"`` (next-token generation; the VAE's
+            decoder is one too) or ``"sequence-classification"``.
+        conditioning: what generation is conditioned on besides the prompt, as the keyword
+            ``generate`` takes (``"composer"`` for the VAE; its labels are ``config.id2label``);
+            ``None`` for unconditional models.
+        recurrent: the state carries the whole past (no attention window, no position limit,
+            sized by ``embedding_size`` and ``hidden_size`` rather than an attention layout).
+        variants: named option sets worth comparing side by side (GPT's position types); the
+            architecture comparison trains each.
     """
 
     name: str
@@ -40,49 +62,73 @@ class Architecture:
     config_class: type
     base_model_class: type
     model_class: type
-    task: str
-    auto_class: str
+    task: str = "causal-lm"
+    conditioning: str | None = None
+    recurrent: bool = False
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"{self.name}: task must be one of {sorted(TASKS)}, got {self.task!r}")
 
     @property
     def model_type(self) -> str:
         return self.config_class.model_type
 
     @property
+    def auto_class(self) -> str:
+        """Name of the transformers Auto class of ``model_class`` (``AutoModelForCausalLM``)."""
+        return TASKS[self.task][0]
+
+    @property
+    def pipeline_tag(self) -> str:
+        """The Hub ``pipeline_tag`` of a trained model."""
+        return TASKS[self.task][1]
+
+    @property
     def generates(self) -> bool:
+        """Whether the model writes music (``generate``), rather than classifying it."""
         return self.task == "causal-lm"
-
-
-def _causal(name: str, display_name: str, config: type, base: type, model: type) -> Architecture:
-    return Architecture(
-        name, display_name, config, base, model, "causal-lm", "AutoModelForCausalLM"
-    )
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     arch.name: arch
     for arch in (
-        _causal("lstm", "LSTM", MidiLSTMConfig, MidiLSTMModel, MidiLSTMForCausalLM),
-        _causal("gpt", "Transformer (GPT)", MidiGPTConfig, MidiGPTModel, MidiGPTForCausalLM),
-        _causal(
+        Architecture(
+            "lstm", "LSTM", MidiLSTMConfig, MidiLSTMModel, MidiLSTMForCausalLM, recurrent=True
+        ),
+        Architecture(
+            "gpt",
+            "GPT",
+            MidiGPTConfig,
+            MidiGPTModel,
+            MidiGPTForCausalLM,
+            variants={
+                "absolute": {"position_embedding_type": "absolute"},
+                "rotary": {"position_embedding_type": "rotary"},
+            },
+        ),
+        Architecture(
             "music_transformer",
             "Music Transformer",
             MusicTransformerConfig,
             MusicTransformerModel,
             MusicTransformerForCausalLM,
         ),
-        _causal(
+        Architecture(
             "conformer",
             "Conformer",
             MidiConformerConfig,
             MidiConformerModel,
             MidiConformerForCausalLM,
         ),
-        _causal(
+        Architecture(
             "vae",
             "Composer VAE",
             MidiVAEConfig,
             MidiVAEModel,
             MidiVAEForConditionalGeneration,
+            conditioning="composer",
         ),
         Architecture(
             "gru",
@@ -90,19 +136,26 @@ ARCHITECTURES: dict[str, Architecture] = {
             MidiGRUConfig,
             MidiGRUModel,
             MidiGRUForSequenceClassification,
-            "sequence-classification",
-            "AutoModelForSequenceClassification",
+            task="sequence-classification",
+            recurrent=True,
         ),
     )
 }
-"""Every midiformers architecture by short name (the ``--model_type`` of train.py)."""
+"""Every midiformers architecture by short name, in the order tables list them."""
 
 
-def architecture_for(name_or_model_type: str) -> Architecture:
-    """The registry entry for a short name (``"gpt"``) or a ``model_type`` (``"midiformers_gpt"``)."""
+def architecture_for(name_or_model_type: str, *, missing_ok: bool = False) -> Architecture | None:
+    """The registry entry for a short name (``"gpt"``) or a ``model_type``
+    (``"midiformers_gpt"``, what ``config.model_type`` holds).
+
+    An unknown name raises ``ValueError`` listing the known ones, or gives ``None`` with
+    ``missing_ok`` (for models midiformers does not define, e.g. a Hub GPT-2).
+    """
     for arch in ARCHITECTURES.values():
         if name_or_model_type in (arch.name, arch.model_type):
             return arch
+    if missing_ok:
+        return None
     raise ValueError(
         f"unknown architecture {name_or_model_type!r}; known: {', '.join(ARCHITECTURES)} "
         f"(or their model_type midiformers_<name>)"
@@ -112,9 +165,10 @@ def architecture_for(name_or_model_type: str) -> Architecture:
 _CAUSAL_LM: list[tuple[type, type, type]] = [
     (arch.config_class, arch.base_model_class, arch.model_class)
     for arch in ARCHITECTURES.values()
-    if arch.auto_class == "AutoModelForCausalLM" and arch.name != "vae"
+    if arch.generates and arch.conditioning is None
 ]
-"""(config, base model, causal LM) of the plain causal LMs; kept for existing readers."""
+"""(config, base model, causal LM) of the unconditional causal LMs; a snapshot kept for
+``benchmarks/bench_generation.py``. Read :data:`ARCHITECTURES` instead."""
 
 __all__ = ["ARCHITECTURES", "Architecture", "architecture_for", "register_auto_classes"]
 for _arch in ARCHITECTURES.values():
@@ -123,13 +177,14 @@ for _arch in ARCHITECTURES.values():
 
 
 def register_auto_classes() -> None:
-    """Register every midiformers architecture with the transformers Auto classes."""
+    """Register every architecture of :data:`ARCHITECTURES` with the transformers Auto classes
+    (and for ``trust_remote_code`` export: ``save_pretrained`` then writes ``auto_map`` and
+    copies the code)."""
     for arch in ARCHITECTURES.values():
         AutoConfig.register(arch.model_type, arch.config_class, exist_ok=True)
         AutoModel.register(arch.config_class, arch.base_model_class, exist_ok=True)
         auto_class = getattr(transformers, arch.auto_class)
         auto_class.register(arch.config_class, arch.model_class, exist_ok=True)
-        # save_pretrained then writes `auto_map` and copies the code for trust_remote_code.
         arch.config_class.register_for_auto_class()
         arch.base_model_class.register_for_auto_class("AutoModel")
         arch.model_class.register_for_auto_class(arch.auto_class)

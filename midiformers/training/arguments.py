@@ -33,9 +33,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 
-MODEL_TYPES = {name: arch.model_type for name, arch in ARCHITECTURES.items()}
-"""Short names accepted by ``--model_type`` and the ``model_type`` they stand for (the registry's)."""
-
 
 class RecipeError(ValueError):
     """A recipe or command line that cannot describe a training run."""
@@ -110,7 +107,10 @@ class ModelArguments:
 
     model_type: str = field(
         default="gpt",
-        metadata={"help": f"Architecture: one of {sorted(MODEL_TYPES)} (or a midiformers_* type)."},
+        metadata={
+            "help": f"Architecture: one of {', '.join(ARCHITECTURES)} (midiformers.ARCHITECTURES) "
+            "or its midiformers_* model_type."
+        },
     )
     model_name_or_path: str | None = field(
         default=None,

@@ -28,8 +28,8 @@ from transformers import (
     set_seed,
 )
 
+from ..modeling import ARCHITECTURES, architecture_for
 from .arguments import (
-    MODEL_TYPES,
     DataArguments,
     MidiTrainingArguments,
     ModelArguments,
@@ -55,6 +55,7 @@ class Task:
 
 
 TASKS = {
+    # Chosen by task_for from the architecture registry: "vae" is composer-conditioned generation.
     "causal": Task("causal", "pack", None, AutoModelForCausalLM),
     "vae": Task("vae", "piece", "composer_labels", AutoModelForCausalLM),
     "classification": Task("classification", "piece", "labels", AutoModelForSequenceClassification),
@@ -72,11 +73,11 @@ CARD_METRICS = (
 
 
 def task_for(model_type: str) -> Task:
-    if model_type.endswith("_vae"):
-        return TASKS["vae"]
-    if model_type.endswith("_gru"):
+    """How the registry says ``model_type`` learns: classification, conditioned or plain LM."""
+    arch = architecture_for(model_type)
+    if not arch.generates:
         return TASKS["classification"]
-    return TASKS["causal"]
+    return TASKS["vae"] if arch.conditioning else TASKS["causal"]
 
 
 class MidiTrainer(Trainer):
@@ -109,10 +110,10 @@ class MidiTrainer(Trainer):
 
 def resolve_model_type(name: str) -> str:
     """Map a short name (``gpt``) or a full ``midiformers_*`` type to the registered type."""
-    model_type = MODEL_TYPES.get(name, name)
-    if model_type not in MODEL_TYPES.values():
-        raise RecipeError(f"Unknown model_type {name!r}; choose one of {sorted(MODEL_TYPES)}")
-    return model_type
+    arch = architecture_for(name, missing_ok=True)
+    if arch is None:
+        raise RecipeError(f"Unknown model_type {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    return arch.model_type
 
 
 def build_tokenizer(tok_args: TokenizerArguments, model_args: ModelArguments, train_split=None):
@@ -224,7 +225,8 @@ def build_model(
         try:
             config = AutoConfig.for_model(model_type, **overrides)
         except Exception as error:  # strict dataclass validation names the field
-            raise RecipeError(f"Invalid model_config for {model_type}: {error}") from error
+            reason = " ".join(str(error).split())  # its message spans two lines
+            raise RecipeError(f"Invalid model_config for {model_type}: {reason}") from error
         model = task.auto_class.from_config(config, **kwargs)
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions is not None and data_args.max_length > positions:
