@@ -199,7 +199,6 @@ MIDI loader (imported from its file, as remote code does); tokenizer: ``MidiToke
 bytes; builder: the ``midi_folder`` dataset builder on a folder of mutants; demo: the demo's
 generate function with the mutant uploaded as the primer."""
 
-LIGHT_TARGETS = ("symusic", "load_score")  # children that start in a fraction of a second
 HELPER = Path(__file__).resolve()
 
 

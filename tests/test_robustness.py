@@ -14,7 +14,6 @@ import re
 import struct
 from collections import Counter, defaultdict
 
-import midi_fuzz
 import pytest
 import symusic
 from midi_fuzz import MUTATION_KINDS, Case, Outcome, mutants, prefixes, run
@@ -277,4 +276,4 @@ def test_the_runner_names_the_case_that_crashed_or_hung():
     outcomes = run(work, case_timeout=3)
     assert [o.status for o in outcomes] == ["accepted", "crash", "accepted", "hang", "accepted"]
     assert "SIGSEGV" in outcomes[1].detail and outcomes[1].case_id == "segfault"
-    assert midi_fuzz.TARGETS  # the targets the benchmark tabulates
+    assert "no answer within 3 s" in outcomes[3].detail
