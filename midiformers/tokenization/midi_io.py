@@ -118,8 +118,10 @@ def _check_midi_structure(data: bytes, name: str) -> _MidiLayout:
     against the file and every event of every track is walked (its delta time, status or
     running status, data bytes, and meta and SysEx lengths against the end of the track),
     the way symusic will walk it; a run of channel events costs one regular-expression
-    match. Unknown chunks are skipped, bytes after the last announced track are ignored
-    (real files have them), and so are tracks beyond the announced count, as symusic does.
+    match. A file with fewer tracks than its header announces is rejected (symusic would
+    read it as a shorter, or empty, piece). Unknown chunks are skipped, bytes after the last
+    announced track are ignored (real files have them), and so are tracks beyond the
+    announced count, as symusic does; a header longer than 6 bytes is cut to 6 for symusic.
     """
     size = len(data)
     if size == 0:
