@@ -10,7 +10,8 @@ subclass in this package, and :func:`load_midi_dataset` is the one-line entry po
 
 Corpora: ``jsb_chorales``, ``pop909``, ``maestro`` (downloaded, checksum-verified),
 ``bach_chorales``, ``music21_composers`` (offline, from music21's corpus) and
-``midi_folder`` (your own files). Every example has ``id``, ``midi`` (the file's bytes),
+``midi_folder`` (your own files) and ``midi_parquet`` (Parquet datasets with a column of MIDI
+bytes, from the Hub or disk, e.g. GigaMIDI). Every example has ``id``, ``midi`` (the file's bytes),
 ``num_notes``, ``duration_seconds`` and corpus metadata (``composer`` where known).
 
 Every file goes through :func:`~midiformers.tokenization.load_score` before it becomes an
@@ -33,11 +34,13 @@ from ._common import (
     read_skipped,
     summarize_skipped,
 )
+from ._streaming import StreamSkips, stream_skips
 from .bach_chorales import BachChorales, BachChoralesConfig
 from .export import save_as_parquet
 from .jsb_chorales import JsbChorales, JsbChoralesConfig
 from .maestro import Maestro, MaestroConfig
 from .midi_folder import MidiFolder, MidiFolderConfig
+from .midi_parquet import MidiParquet, MidiParquetConfig
 from .music21_composers import Music21Composers, Music21ComposersConfig
 from .pop909 import Pop909, Pop909Config
 from .processing import PitchTranspose, tokenize_dataset
@@ -49,6 +52,7 @@ BUILDERS: dict[str, type[MidiDatasetBuilder]] = {
     "jsb_chorales": JsbChorales,
     "maestro": Maestro,
     "midi_folder": MidiFolder,
+    "midi_parquet": MidiParquet,
     "music21_composers": Music21Composers,
     "pop909": Pop909,
 }
@@ -65,6 +69,8 @@ __all__ = [
     "MidiDatasetBuilder",
     "MidiFolder",
     "MidiFolderConfig",
+    "MidiParquet",
+    "MidiParquetConfig",
     "NoUsableFilesError",
     "Music21Composers",
     "Music21ComposersConfig",
@@ -73,7 +79,9 @@ __all__ = [
     "Pop909Config",
     "get_builder",
     "load_midi_dataset",
+    "StreamSkips",
     "save_as_parquet",
+    "stream_skips",
     "tokenize_dataset",
 ]
 
@@ -91,6 +99,8 @@ def get_builder(
     builder_class = BUILDERS[name]
     fields = {field.name for field in dataclasses.fields(builder_class.BUILDER_CONFIG_CLASS)}
     options = fields - {"name", "version", "data_dir", "data_files", "description"}
+    if name == "midi_parquet":
+        options.add("data_files")  # as in datasets.load_dataset("parquet", data_files=...)
     unknown = sorted(set(config) - options)
     if unknown:
         raise ValueError(
@@ -110,23 +120,35 @@ def load_midi_dataset(
     split: str | None = None,
     num_proc: int | None = None,
     download_mode: datasets.DownloadMode | str | None = None,
+    streaming: bool = False,
     **config: Any,
-) -> datasets.DatasetDict | datasets.Dataset:
-    """Build (or load from the cache) a MIDI corpus as a ``DatasetDict``.
+) -> (
+    datasets.DatasetDict
+    | datasets.Dataset
+    | datasets.IterableDatasetDict
+    | datasets.IterableDataset
+):
+    """Build (or load from the cache) a MIDI corpus as a ``DatasetDict``, or stream it.
 
     Args:
         name: one of :data:`BUILDERS` (``"bach_chorales"``, ``"jsb_chorales"``, ``"pop909"``,
-            ``"maestro"``, ``"music21_composers"``, ``"midi_folder"``).
+            ``"maestro"``, ``"music21_composers"``, ``"midi_folder"``, ``"midi_parquet"``).
         cache_dir: where ``datasets`` caches downloads and builds (default: its own cache).
         data_dir: a folder holding the already downloaded corpus (or, for ``midi_folder``,
             the MIDI files).
         split: return only this split (a ``Dataset``).
         num_proc: processes used to build the splits (the conversions are CPU-bound).
         download_mode: ``"force_redownload"`` rebuilds a cached corpus.
+        streaming: read the sources as they are iterated instead of building: an
+            ``IterableDatasetDict`` (an ``IterableDataset`` with ``split=``) with the same
+            columns and examples as the build, one shard per source file (see
+            :meth:`MidiDatasetBuilder.as_streaming_dataset`); ``num_proc`` is unused.
         config: options of the corpus' config class (e.g. ``max_pieces=8`` for
             ``bach_chorales``, ``top_n_composers=12`` for ``maestro``).
     """
     builder = get_builder(name, cache_dir=cache_dir, data_dir=data_dir, **config)
+    if streaming:
+        return builder.as_streaming_dataset(split=split)
     builder.download_and_prepare(download_mode=download_mode, num_proc=num_proc)
     dataset = builder.as_dataset(split=split)
     skipped = read_skipped(builder.cache_dir)

@@ -7,11 +7,14 @@ failing the whole build, and records them in the cached build so that a later lo
 say how many were skipped (``builder.skipped_files()``, ``builder.skipped_by_category()``).
 A build logs one summary of its skipped files (counts by reason, the first names), leaves
 out a split whose files were all skipped, and fails with :class:`NoUsableFilesError` when
-nothing at all is usable.
+nothing at all is usable. A streamed corpus (``builder.as_streaming_dataset()``) applies the
+same checks while it reads and counts what it skips as it goes (``builder.stream_skips``,
+see :mod:`._streaming`).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import json
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import datasets
+
+from ._streaming import MidiExamplesIterable, StreamSkips
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +106,10 @@ def summarize_skipped(
     if duplicates:
         parts.append(f"{duplicates} duplicate(s) of files already included dropped")
     return "; ".join(parts)
+
+
+BASE_COLUMNS = ("id", "midi", "num_notes", "duration_seconds")
+"""The columns every midiformers corpus starts with (see :func:`base_features`)."""
 
 
 def base_features(**extra: datasets.features.FeatureType) -> datasets.Features:
@@ -259,9 +268,49 @@ class MidiDatasetBuilder(datasets.GeneratorBasedBuilder):
     returns ``None`` (after recording and logging the reason) for a file that cannot be used.
     """
 
+    _streaming = False
+
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("hash", source_hash(type(self)))
         super().__init__(*args, **kwargs)
+        self.stream_skips = StreamSkips(self.name)
+
+    def as_streaming_dataset(self, split: str | None = None, base_path: str | None = None):
+        """The corpus as an ``IterableDataset`` (or a dict of them per split) read straight from
+        the sources: the same examples and columns as the build, nothing written to disk.
+
+        Each source file (archive member, Parquet row group) is a shard, so ``shuffle``
+        permutes files (plus its buffer), DataLoader workers and ``split_dataset_by_node``
+        give each reader its own files. Bad files are skipped and counted per process in
+        :attr:`stream_skips` (also reachable from the dataset with
+        :func:`~midiformers.data_scripts.stream_skips`).
+        """
+        streaming = copy.copy(self)
+        streaming._streaming = True
+        start = self.stream_skips.mark()
+        result = datasets.GeneratorBasedBuilder.as_streaming_dataset(streaming, split, base_path)
+        result = streaming._finish_streaming(result)
+        if self.stream_skips.total > start[0]:
+            logger.warning(
+                "%s (streaming): while listing the sources, %s",
+                self.name,
+                self.stream_skips.summary(start),
+            )
+        return result
+
+    def _finish_streaming(self, result):
+        """What :meth:`as_dataset` changes after reading a build, applied to the stream
+        (called on the streaming builder, after its ``_split_generators``)."""
+        return result
+
+    def _get_examples_iterable_for_split(self, split_generator: datasets.SplitGenerator):
+        return MidiExamplesIterable(
+            self._generate_examples,
+            split_generator.gen_kwargs,
+            getattr(self, "_generate_more_gen_kwargs", None),
+            skips=self.stream_skips,
+            label=f"{self.name}/{split_generator.name}",
+        )
 
     def _make_example(
         self,
@@ -303,7 +352,10 @@ class MidiDatasetBuilder(datasets.GeneratorBasedBuilder):
         """Record a skipped source file in the build's skip record; the build logs one
         summary at the end (see :func:`summarize_skipped`)."""
         category = category or skip_category(reason)
-        if not os.path.isdir(self._output_dir):  # e.g. streaming: no record, no summary
+        if self._streaming:  # no build folder: counted per process, summarised per pass
+            self.stream_skips.add(name, reason, category)
+            return
+        if not os.path.isdir(self._output_dir):
             logger.warning("%s: skipping %s: %s", self.name, name, reason)
             return
         logger.debug("%s: skipping %s: %s", self.name, name, reason)
@@ -357,6 +409,19 @@ class MidiDatasetBuilder(datasets.GeneratorBasedBuilder):
                 name,
             )
             del self.info.splits[name]
+
+    def _resolve_source(self, dl_manager, url: str, default_name: str) -> str:
+        """:func:`resolve_source` with the config's ``source`` and ``data_dir``. While
+        streaming, an archive to download is still downloaded (and checksummed) once into
+        this builder's download cache: its members are then read from the local copy."""
+        if isinstance(dl_manager, datasets.StreamingDownloadManager):
+            config = copy.copy(dl_manager.download_config)
+            config.cache_dir = os.path.join(self._cache_dir_root, "downloads")
+            dl_manager = datasets.DownloadManager(
+                dataset_name=self.dataset_name, download_config=config
+            )
+        source = getattr(self.config, "source", None)
+        return resolve_source(dl_manager, source, self.config.data_dir, url, default_name)
 
     def _source_description(self) -> str:
         """How error messages name where the corpus came from."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import datasets
 import symusic
 
-from ._common import MidiDatasetBuilder, base_features, resolve_source, verify_sha256
+from ._common import MidiDatasetBuilder, base_features, verify_sha256
 
 ORIGINAL_URL = "http://www-etud.iro.umontreal.ca/~boulanni/JSB%20Chorales.pickle"
 URL = (
@@ -242,9 +242,7 @@ class JsbChorales(MidiDatasetBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        path = resolve_source(
-            dl_manager, self.config.source, self.config.data_dir, self.config.url, FILE_NAME
-        )
+        path = self._resolve_source(dl_manager, self.config.url, FILE_NAME)
         verify_sha256(path, self.config.sha256, "jsb_chorales")
         with open(path, "rb") as handle:
             chorales = load_piano_roll_pickle(handle.read(), str(path))

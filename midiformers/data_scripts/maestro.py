@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import datasets
 
-from ._common import MidiDatasetBuilder, base_features, resolve_source, verify_sha256
+from ._common import MidiDatasetBuilder, base_features, verify_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -229,9 +229,7 @@ class Maestro(MidiDatasetBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        path = resolve_source(
-            dl_manager, self.config.source, self.config.data_dir, self.config.url, FILE_NAME
-        )
+        path = self._resolve_source(dl_manager, self.config.url, FILE_NAME)
         if os.path.isfile(path):
             verify_sha256(path, self.config.sha256, "maestro")
         archive = _Archive(path)
@@ -240,6 +238,7 @@ class Maestro(MidiDatasetBuilder):
         finally:
             archive.close()
         kept = set(select_composers(rows, self.config.composers, self.config.top_n_composers))
+        self._kept_composers = sorted(kept)
         return [
             datasets.SplitGenerator(
                 name=split,
@@ -287,6 +286,17 @@ class Maestro(MidiDatasetBuilder):
             year=int(row["year"]) if row["year"].strip().isdigit() else -1,
             midi_filename=name,
             csv_duration=float(row.get("duration") or "nan"),
+        )
+
+    def _finish_streaming(self, result):
+        """The stream's ``composer`` labels over the kept composers, as :meth:`as_dataset`."""
+        if self.config.top_n_composers is None and self.config.composers is None:
+            return result
+        label = datasets.ClassLabel(names=self._kept_composers)
+        if isinstance(result, datasets.IterableDataset):
+            return result.cast_column("composer", label)
+        return datasets.IterableDatasetDict(
+            {split: part.cast_column("composer", label) for split, part in result.items()}
         )
 
     def as_dataset(self, split=None, **kwargs):

@@ -30,7 +30,7 @@ from xml.etree import ElementTree
 import datasets
 import symusic
 
-from ._common import MidiDatasetBuilder, base_features, resolve_source, seeded_split, verify_sha256
+from ._common import MidiDatasetBuilder, base_features, seeded_split, verify_sha256
 
 COMMIT = "d83e6edba6872a704f5d3b8b32f5cb540088dae6"
 URL = f"https://codeload.github.com/music-x-lab/POP909-Dataset/zip/{COMMIT}"
@@ -189,9 +189,7 @@ class Pop909(MidiDatasetBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        path = resolve_source(
-            dl_manager, self.config.source, self.config.data_dir, self.config.url, FILE_NAME
-        )
+        path = self._resolve_source(dl_manager, self.config.url, FILE_NAME)
         if os.path.isfile(path):
             verify_sha256(path, self.config.sha256, "pop909")
         corpus = _Corpus(path)

@@ -130,8 +130,10 @@ def _encode_batch(
     add_special_tokens: bool,
     midi_column: str,
     keep: Sequence[str],
+    dropped: list[dict[str, str]] | None = None,
 ) -> dict[str, list]:
-    """Token ids of each piece with BOS / EOS; unreadable pieces are dropped with a warning."""
+    """Token ids of each piece with BOS / EOS; unreadable pieces are dropped with a warning
+    (and appended to ``dropped`` as ``{"name", "reason"}`` when given)."""
     from ..tokenization import MidiFileError
 
     bos, eos = _special_ids(tokenizer, add_special_tokens)
@@ -145,6 +147,8 @@ def _encode_batch(
                 ids = tokenizer(data, add_special_tokens=False)["input_ids"]
         except MidiFileError as error:
             logger.warning("Dropping %s: %s", name, error.reason)
+            if dropped is not None:
+                dropped.append({"name": str(name), "reason": error.reason})
             continue
         out["input_ids"].append(bos + list(ids) + eos)
         for column in keep:
@@ -183,8 +187,14 @@ def _truncate(batch: dict[str, list], max_length: int, eos: list[int]) -> dict[s
     return out
 
 
+AnyDataset = datasets.Dataset | datasets.IterableDataset
+
+
 def tokenize_dataset(
-    dataset: datasets.DatasetDict | datasets.Dataset,
+    dataset: datasets.DatasetDict
+    | datasets.Dataset
+    | datasets.IterableDatasetDict
+    | datasets.IterableDataset,
     tokenizer: Any,
     max_length: int,
     *,
@@ -197,11 +207,18 @@ def tokenize_dataset(
     keep_columns: Sequence[str] | None = None,
     midi_column: str = "midi",
     batch_size: int = 64,
-) -> datasets.DatasetDict | datasets.Dataset:
+) -> (
+    datasets.DatasetDict
+    | datasets.Dataset
+    | datasets.IterableDatasetDict
+    | datasets.IterableDataset
+):
     """Tokenize a MIDI dataset for training.
 
     Args:
-        dataset: a dataset (dict) with a ``midi`` column, e.g. from :func:`load_midi_dataset`.
+        dataset: a dataset (dict) with a ``midi`` column, e.g. from :func:`load_midi_dataset`;
+            a streamed one (``IterableDataset``, ``load_midi_dataset(..., streaming=True)``)
+            is tokenized as it is read, with the same results.
         tokenizer: a :class:`~midiformers.tokenization.MidiTokenizer`.
         max_length: block length (``"pack"``, ``"chunk"``) or truncation length (``"piece"``).
         mode: ``"pack"``: concatenate the pieces (each with BOS / EOS) and cut blocks of
@@ -210,7 +227,8 @@ def tokenize_dataset(
             label columns; ``"chunk"``: each piece cut into consecutive windows of up to
             ``max_length`` tokens, each with its piece's label columns.
         add_special_tokens: add BOS and EOS around each piece.
-        num_proc: processes for tokenization (``datasets.map``).
+        num_proc: processes for tokenization (``datasets.map``; unused when streaming, where
+            DataLoader workers read different shards instead).
         transpose_semitones: when > 0, the ``augment_splits`` get a :class:`PitchTranspose`
             transform (random shift in ``[-n, n]`` each time an example is read).
         augment_splits: the splits that get the transposition (only the training one by
@@ -225,28 +243,28 @@ def tokenize_dataset(
         The same kind of object as ``dataset``, with ``input_ids`` (and ``labels`` in
         ``"pack"`` mode, ``attention_mask`` otherwise).
     """
-    if mode not in ("pack", "piece", "chunk"):
-        raise ValueError(f"mode must be 'pack', 'piece' or 'chunk', got {mode!r}")
-    if max_length < 2 + 2 * add_special_tokens:
-        raise ValueError(f"max_length={max_length} is too small to hold a piece")
+    _check_mode(mode, max_length, add_special_tokens)
     transform = None
     if transpose_semitones:
         transform = PitchTranspose(tokenizer, transpose_semitones, seed=seed)
-    if isinstance(dataset, datasets.DatasetDict):
-        return datasets.DatasetDict(
+    options = {
+        "mode": mode,
+        "add_special_tokens": add_special_tokens,
+        "num_proc": num_proc,
+        "keep_columns": keep_columns,
+        "midi_column": midi_column,
+        "batch_size": batch_size,
+    }
+    if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        return type(dataset)(
             {
                 split: _tokenize_split(
                     part,
                     tokenizer,
                     max_length,
-                    mode=mode,
-                    add_special_tokens=add_special_tokens,
-                    num_proc=num_proc,
                     transform=transform if split in augment_splits else None,
-                    keep_columns=keep_columns,
-                    midi_column=midi_column,
-                    batch_size=batch_size,
                     split=split,
+                    **options,
                 )
                 for split, part in dataset.items()
             }
@@ -255,19 +273,40 @@ def tokenize_dataset(
         dataset,
         tokenizer,
         max_length,
-        mode=mode,
-        add_special_tokens=add_special_tokens,
-        num_proc=num_proc,
         transform=transform,
-        keep_columns=keep_columns,
-        midi_column=midi_column,
-        batch_size=batch_size,
         split=str(dataset.split or "dataset"),
+        **options,
     )
 
 
+def _check_mode(mode: str, max_length: int, add_special_tokens: bool) -> None:
+    if mode not in ("pack", "piece", "chunk"):
+        raise ValueError(f"mode must be 'pack', 'piece' or 'chunk', got {mode!r}")
+    if max_length < 2 + 2 * add_special_tokens:
+        raise ValueError(f"max_length={max_length} is too small to hold a piece")
+
+
+def _column_names(dataset: AnyDataset) -> list[str]:
+    names = dataset.column_names
+    if names is None:  # a stream whose features are unknown: look at its first example
+        names = list(next(iter(dataset.take(1)), {}))
+    return list(names)
+
+
+def _map(dataset: AnyDataset, function, *, desc: str, num_proc: int | None = None, **kwargs):
+    """``Dataset.map`` with a progress description, or the lazy ``IterableDataset.map``."""
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset.map(function, **kwargs)
+    return dataset.map(function, num_proc=num_proc, desc=desc, **kwargs)
+
+
+def default_keep_columns(column_names: Sequence[str]) -> list[str]:
+    """The columns kept beside the tokens by default: ``id`` and the label columns present."""
+    return [c for c in ("id", *LABEL_COLUMNS) if c in column_names]
+
+
 def _tokenize_split(
-    dataset: datasets.Dataset,
+    dataset: AnyDataset,
     tokenizer: Any,
     max_length: int,
     *,
@@ -279,25 +318,27 @@ def _tokenize_split(
     midi_column: str,
     batch_size: int,
     split: str,
-) -> datasets.Dataset:
-    if midi_column not in dataset.column_names:
-        raise ValueError(
-            f"The {split} split has no {midi_column!r} column (columns: {dataset.column_names})"
-        )
+) -> AnyDataset:
+    columns = _column_names(dataset)
+    if midi_column not in columns:
+        raise ValueError(f"The {split} split has no {midi_column!r} column (columns: {columns})")
     if keep_columns is None:
-        keep_columns = [c for c in ("id", *LABEL_COLUMNS) if c in dataset.column_names]
-    missing = [c for c in keep_columns if c not in dataset.column_names]
+        keep_columns = default_keep_columns(columns)
+    missing = [c for c in keep_columns if c not in columns]
     if missing:
         raise ValueError(f"keep_columns {missing} are not columns of the {split} split")
     keep = [] if mode == "pack" else list(keep_columns)
-    num_proc = num_proc if num_proc and num_proc > 1 and len(dataset) > 1 else None
-    encoded = dataset.map(
+    streaming = isinstance(dataset, datasets.IterableDataset)
+    if not streaming:
+        num_proc = num_proc if num_proc and num_proc > 1 and len(dataset) > 1 else None
+    encoded = _map(
+        dataset,
         _encode_batch,
         batched=True,
         batch_size=batch_size,
         num_proc=num_proc,
-        remove_columns=dataset.column_names,
-        features=_encoded_features(dataset, keep),
+        remove_columns=columns,
+        features=encoded_features(dataset.features, keep),
         fn_kwargs={
             "tokenizer": tokenizer,
             "add_special_tokens": add_special_tokens,
@@ -306,16 +347,55 @@ def _tokenize_split(
         },
         desc=f"Tokenizing {split}",
     )
+    result = shape_token_split(
+        encoded,
+        max_length,
+        mode=mode,
+        eos=_special_ids(tokenizer, add_special_tokens)[1],
+        keep=keep,
+        batch_size=batch_size,
+        split=split,
+    )
+    if streaming:
+        logger.info("Tokenizing %s as it streams (%s, max_length %d)", split, mode, max_length)
+    else:
+        logger.info(
+            "Tokenized %s: %d pieces -> %d examples (%s, max_length %d)",
+            split,
+            len(dataset),
+            len(result),
+            mode,
+            max_length,
+        )
+    return apply_transform(result, transform, batch_size)
+
+
+def shape_token_split(
+    encoded: AnyDataset,
+    max_length: int,
+    *,
+    mode: Mode,
+    eos: list[int],
+    keep: Sequence[str],
+    batch_size: int = 64,
+    split: str = "dataset",
+) -> AnyDataset:
+    """From one ``input_ids`` row per piece (with BOS / EOS) to what :func:`tokenize_dataset`
+    returns: packed blocks with ``labels``, or pieces / windows with ``attention_mask``."""
     if mode == "pack":
-        result = encoded.map(
+        return _map(
+            encoded,
             _pack,
             batched=True,
             batch_size=batch_size,
+            remove_columns=[c for c in _column_names(encoded) if c != "input_ids"] or None,
+            features=_shaped_features(encoded, mode, keep),
             fn_kwargs={"block_size": max_length},
             desc=f"Packing {split} into blocks of {max_length}",
         )
-    elif mode == "chunk":
-        result = encoded.map(
+    if mode == "chunk":
+        result = _map(
+            encoded,
             _chunk,
             batched=True,
             batch_size=batch_size,
@@ -323,39 +403,58 @@ def _tokenize_split(
             desc=f"Cutting {split} into windows of {max_length}",
         )
     else:
-        _, eos = _special_ids(tokenizer, add_special_tokens)
-        result = encoded.map(
+        result = _map(
+            encoded,
             _truncate,
             batched=True,
             batch_size=batch_size,
             fn_kwargs={"max_length": max_length, "eos": eos},
             desc=f"Truncating {split} to {max_length}",
         )
-    if mode != "pack":
-        result = result.map(
-            _attention_mask,
-            batched=True,
-            batch_size=batch_size,
-            desc=f"Attention masks of {split}",
-        )
-    logger.info(
-        "Tokenized %s: %d pieces -> %d examples (%s, max_length %d)",
-        split,
-        len(dataset),
-        len(result),
-        mode,
-        max_length,
+    return _map(
+        result,
+        _attention_mask,
+        batched=True,
+        batch_size=batch_size,
+        features=_shaped_features(encoded, mode, keep),
+        desc=f"Attention masks of {split}",
     )
-    if transform is not None:
-        result.set_transform(transform)
-    return result
+
+
+def apply_transform(
+    dataset: AnyDataset, transform: PitchTranspose | None, batch_size: int = 64
+) -> AnyDataset:
+    """Apply an on-the-fly transform: ``set_transform`` on a ``Dataset`` (a new draw each
+    time an example is read), a lazy ``map`` on a stream (a new draw per pass)."""
+    if transform is None:
+        return dataset
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset.map(transform, batched=True, batch_size=batch_size)
+    dataset.set_transform(transform)
+    return dataset
 
 
 def _attention_mask(batch: dict[str, list]) -> dict[str, list]:
     return {"attention_mask": [[1] * len(ids) for ids in batch["input_ids"]]}
 
 
-def _encoded_features(dataset: datasets.Dataset, keep: Sequence[str]) -> datasets.Features:
+def encoded_features(source: datasets.Features | None, keep: Sequence[str]) -> datasets.Features:
+    """Features of the per-piece token rows: ``input_ids`` (int32) and the kept columns."""
     features = {"input_ids": datasets.Sequence(datasets.Value("int32"))}
-    features.update({column: dataset.features[column] for column in keep})
+    if source is not None:
+        features.update({column: source[column] for column in keep})
+    return datasets.Features(features)
+
+
+def _shaped_features(encoded: AnyDataset, mode: Mode, keep: Sequence[str]):
+    """The features a streamed result declares (a ``Dataset`` infers the same ones)."""
+    if not isinstance(encoded, datasets.IterableDataset) or encoded.features is None:
+        return None
+    ids = datasets.Sequence(datasets.Value("int32"))
+    if mode == "pack":
+        return datasets.Features(
+            {"input_ids": ids, "labels": datasets.Sequence(datasets.Value("int64"))}
+        )
+    features = {"input_ids": ids, **{column: encoded.features[column] for column in keep}}
+    features["attention_mask"] = datasets.Sequence(datasets.Value("int8"))
     return datasets.Features(features)
