@@ -191,6 +191,10 @@ def test_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_one(
         (["--learning_rat", "1e-3"], "Did you mean learning_rate"),
         (["--max_length", "512"], "max_position_embeddings (128)"),
         (["--model_config", '{"hidden_size": 30}'], "hidden_size"),
+        (
+            ["--model_config", '{"num_layers": 2}'],
+            "unknown key(s) for midiformers_gpt: 'num_layers'",
+        ),
         (["--push_to_hub"], "push_to_hub needs hub_model_id"),
     ],
 )

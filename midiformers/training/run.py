@@ -6,6 +6,8 @@ process writes the final artefacts (model, tokenizer, card, metrics, plots, samp
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 import logging
 import os
@@ -27,6 +29,7 @@ from transformers import (
     default_data_collator,
     set_seed,
 )
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from ..modeling import ARCHITECTURES, architecture_for
 from .arguments import (
@@ -201,6 +204,27 @@ def _piece_columns(task: Task) -> set[str]:
     return {"input_ids", "attention_mask", task.label_column}
 
 
+def _check_model_config_keys(model_type: str, overrides: dict[str, Any]) -> None:
+    """Refuse ``model_config`` keys the architecture's config does not declare.
+
+    transformers' configs keep unknown keyword arguments as attributes, so a typo
+    (``num_layers``) or a key of another architecture would otherwise be ignored silently.
+    """
+    config_class = CONFIG_MAPPING[model_type]
+    known = {field.name for field in dataclasses.fields(config_class)} | {"num_labels"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        close = {key: difflib.get_close_matches(key, sorted(known), n=1) for key in unknown}
+        hints = "; ".join(
+            f"{key!r} (did you mean {match[0]!r}?)" if match else repr(key)
+            for key, match in close.items()
+        )
+        raise RecipeError(
+            f"model_config: unknown key(s) for {model_type}: {hints}; "
+            f"valid keys are {sorted(known - {'transformers_version', 'architectures'})}"
+        )
+
+
 def build_model(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -356,6 +380,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     task = task_for(model_type)
     if train_args.push_to_hub and not train_args.hub_model_id:
         raise RecipeError("push_to_hub needs hub_model_id, the repo to create (e.g. you/midi-gpt)")
+    if not model_args.model_name_or_path:
+        _check_model_config_keys(model_type, model_args.model_config or {})
     resume_from = _resume_checkpoint(train_args)
     logger.info("Recipe %s: %s on %s", recipe, model_type, data_args.dataset_name)
     set_seed(train_args.seed)
