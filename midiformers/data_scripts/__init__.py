@@ -43,6 +43,13 @@ from .midi_folder import MidiFolder, MidiFolderConfig
 from .midi_parquet import MidiParquet, MidiParquetConfig
 from .music21_composers import Music21Composers, Music21ComposersConfig
 from .pop909 import Pop909, Pop909Config
+from .pretokenize import (
+    PretokenizedFolderError,
+    TokenizerMismatchError,
+    load_pretokenized,
+    pretokenize,
+    tokenizer_fingerprint,
+)
 from .processing import PitchTranspose, tokenize_dataset
 
 logger = logging.getLogger(__name__)
@@ -75,14 +82,19 @@ __all__ = [
     "Music21Composers",
     "Music21ComposersConfig",
     "PitchTranspose",
+    "PretokenizedFolderError",
+    "TokenizerMismatchError",
     "Pop909",
     "Pop909Config",
     "get_builder",
     "load_midi_dataset",
+    "load_pretokenized",
+    "pretokenize",
     "StreamSkips",
     "save_as_parquet",
     "stream_skips",
     "tokenize_dataset",
+    "tokenizer_fingerprint",
 ]
 
 
