@@ -99,6 +99,21 @@ class TestMidiConformer(CausalLMTesterMixin):
                 torch.testing.assert_close(logits[:, : t + 1], reference[:, : t + 1])
                 assert not torch.allclose(logits[:, t + 1 :], reference[:, t + 1 :])
 
+    @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+    def test_packed_sequences_stay_independent(self, attn_implementation):
+        """Sequences packed into one row with positions restarting at 0 (a padding-free batch)
+        give each sequence's own logits: the convolution, like the attention, does not reach
+        into the previous sequence's frames."""
+        model = self.make_model(conv_kernel_size=4)
+        model.set_attn_implementation(attn_implementation)
+        rows = [random_ids(1, n, self.vocab_size, seed=n)[0] for n in (5, 2, 7)]
+        packed = torch.cat(rows)[None]
+        positions = torch.cat([torch.arange(len(row)) for row in rows])[None]
+        with torch.no_grad():
+            alone = [model(input_ids=row[None], use_cache=False).logits[0] for row in rows]
+            together = model(input_ids=packed, position_ids=positions, use_cache=False).logits[0]
+        torch.testing.assert_close(together, torch.cat(alone), rtol=1e-4, atol=1e-4)
+
     # ------------------------------------------------------------------ cache
 
     @pytest.mark.parametrize("kernel", [2, 7])
@@ -234,7 +249,7 @@ class TestMidiConformer(CausalLMTesterMixin):
     def test_rotary_positions_are_relative(self):
         """Shifting every position by a constant leaves rotary attention unchanged."""
         if self.attention_type != "rotary":
-            pytest.skip("position_ids only feed the rotary embedding")
+            pytest.skip("relative attention has no absolute positions to shift")
         model = self.make_model()
         ids = random_ids(1, 9, self.vocab_size)
         positions = torch.arange(9).unsqueeze(0)

@@ -55,24 +55,56 @@ class MidiConformerConvModule(nn.Module):
         self.act = ACT2FN["silu"]
         self.pointwise_out = nn.Linear(hidden_size, hidden_size)
 
-    def _depthwise(self, frames: torch.Tensor, length: int) -> torch.Tensor:
+    def _depthwise(
+        self, frames: torch.Tensor, length: int, position_ids: torch.LongTensor | None = None
+    ) -> torch.Tensor:
         """Depthwise conv of ``(batch, hidden, length + K - 1)`` frames into ``length`` outputs.
 
         A decode step has exactly one window: a multiply-sum is far cheaper there than the
         general convolution kernel, which dominates the cost of a step on CPU otherwise.
+        With ``position_ids`` given, no output reaches back past its sequence's position 0
+        (:meth:`_depthwise_within_sequences`).
         """
         if length == 1:
             weight = self.depthwise.weight.squeeze(1)
             return (frames * weight).sum(-1, keepdim=True) + self.depthwise.bias[:, None]
+        if position_ids is not None:
+            return self._depthwise_within_sequences(frames, length, position_ids)
         return self.depthwise(frames.contiguous())
+
+    def _depthwise_within_sequences(
+        self, frames: torch.Tensor, length: int, position_ids: torch.LongTensor
+    ) -> torch.Tensor:
+        """The depthwise conv, one kernel tap at a time, each tap masked where it would read a
+        frame before the current sequence began (``distance > position``).
+
+        Sequences packed into one row (padding-free batches, where positions restart at 0)
+        thus stay independent, as in the attention; a row holding one sequence gives the
+        plain convolution. Backward keeps only views of ``frames`` and the small masks.
+        """
+        weight = self.depthwise.weight.squeeze(1)
+        positions = position_ids[:, None, -length:]
+        output = self.depthwise.bias[:, None].to(frames.dtype)
+        for tap in range(self.kernel_size):
+            term = frames[..., tap : tap + length] * weight[:, tap, None]
+            distance = self.kernel_size - 1 - tap
+            if distance:
+                term = term * (positions >= distance).to(term.dtype)
+            output = output + term
+        return output
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         padding_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
+        position_ids: torch.LongTensor | None = None,
     ) -> torch.Tensor:
-        """Convolve ``(batch, length, hidden)`` causally; ``padding_mask`` is 1 on real tokens."""
+        """Convolve ``(batch, length, hidden)`` causally; ``padding_mask`` is 1 on real tokens.
+
+        ``position_ids`` are the caller's positions, if any: where they restart at 0 (packed
+        sequences) the convolution does not see the frames of the previous sequence.
+        """
         length = hidden_states.shape[1]
         frames = F.glu(self.pointwise_in(self.layer_norm(hidden_states)), dim=-1)
         if padding_mask is not None:
@@ -90,7 +122,7 @@ class MidiConformerConvModule(nn.Module):
         if frames.shape[-1] < window:
             frames = F.pad(frames, (window - frames.shape[-1], 0))
         frames = frames[..., -window:]
-        frames = self._depthwise(frames, length).transpose(1, 2)
+        frames = self._depthwise(frames, length, position_ids).transpose(1, 2)
         frames = self.act(self.depthwise_norm(frames))
         return self.pointwise_out(frames)
 
@@ -130,6 +162,7 @@ class MidiConformerBlock(GradientCheckpointingLayer):
         padding_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: Cache | None = None,
+        position_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> torch.Tensor:
         half_step = self._dropout(self.ffn_in(self.ffn_in_norm(hidden_states)))
@@ -143,7 +176,9 @@ class MidiConformerBlock(GradientCheckpointingLayer):
             **kwargs,
         )
         hidden_states = hidden_states + self._dropout(attended)
-        convolved = self.conv_module(hidden_states, padding_mask=padding_mask, cache=cache)
+        convolved = self.conv_module(
+            hidden_states, padding_mask=padding_mask, cache=cache, position_ids=position_ids
+        )
         hidden_states = hidden_states + self._dropout(convolved)
         half_step = self._dropout(self.ffn_out(self.ffn_out_norm(hidden_states)))
         hidden_states = hidden_states.add(half_step, alpha=0.5)
@@ -208,7 +243,12 @@ class MidiConformerModel(MidiConformerPreTrainedModel):
         use_cache: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
-        """Hidden states of the last block; ``position_ids`` only matter for rotary attention."""
+        """Hidden states of the last block.
+
+        ``position_ids`` place the rotary attention, and where they restart at 0 they separate
+        sequences packed into one row (padding-free batches) in attention and convolution alike.
+        """
+        given_positions = position_ids
         inputs = prepare_decoder(
             self, input_ids, inputs_embeds, attention_mask, position_ids, cache, use_cache
         )
@@ -223,6 +263,7 @@ class MidiConformerModel(MidiConformerPreTrainedModel):
                 padding_mask=inputs.padding_mask,
                 position_embeddings=position_embeddings,
                 cache=inputs.cache,
+                position_ids=given_positions,
                 **kwargs,
             )
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=inputs.cache)
