@@ -1,0 +1,259 @@
+"""The runtime shared by every scheme: states of a batch, advancing them, the allowed-token mask.
+
+Everything here is tensor indexing over the compiled tables: nothing loops over the
+vocabulary at generation time. The scheme's rules object adds its own masks and bookkeeping.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import miditok
+import torch
+
+from ._compiler import (
+    BAR,
+    DRUMS,
+    EOS,
+    HAS_NOTES,
+    KEEP,
+    NUM_PROGRAMS,
+    PAD,
+    POSITION,
+    PREV,
+    PROGRAM,
+    CompiledGrammar,
+)
+from ._rules import SchemeRules
+
+_GRAMMARS: dict[int, tuple] = {}  # id(miditok tokenizer) -> (weak ref, vocabulary, grammar)
+
+
+class GrammarState:
+    """Registers of a batch of partial sequences (one row per sequence).
+
+    ``prev`` is the type of the last token (or the start / ended pseudo-types), ``has_notes``
+    whether a note has started (EOS waits for one), ``program`` the current program
+    (``drums``: whether it is ``Program_-1``), ``position`` / ``bar`` the REMI bar position and
+    the index of the bar size in the REMI rules' ``bar_lengths``. The scalar registers live in
+    one ``(batch, registers)`` tensor, updated by one lookup per token. MIDILike states also
+    hold ``count`` / ``old_count``, ``per_program`` / ``old_per_program`` and ``fresh`` (the
+    sounding notes, see :mod:`.midilike`).
+    """
+
+    _TENSORS = (
+        "registers",
+        "count",
+        "old_count",
+        "per_program",
+        "old_per_program",
+        "fresh",
+    )
+
+    def __init__(self, **tensors: torch.Tensor | None):
+        for name in self._TENSORS:
+            setattr(self, name, tensors.get(name))
+
+    prev = property(lambda self: self.registers[:, PREV])
+    program = property(lambda self: self.registers[:, PROGRAM])
+    position = property(lambda self: self.registers[:, POSITION])
+    bar = property(lambda self: self.registers[:, BAR])
+    has_notes = property(lambda self: self.registers[:, HAS_NOTES] > 0)
+    drums = property(lambda self: self.registers[:, DRUMS] > 0)
+
+    def index_select(self, index: torch.LongTensor) -> GrammarState:
+        """The states of rows ``index`` (e.g. beams reordered by beam search)."""
+        return GrammarState(
+            **{
+                name: None if getattr(self, name) is None else getattr(self, name)[index]
+                for name in self._TENSORS
+            }
+        )
+
+    def clone(self) -> GrammarState:
+        return GrammarState(
+            **{
+                name: None if getattr(self, name) is None else getattr(self, name).clone()
+                for name in self._TENSORS
+            }
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return self.registers.shape[0]
+
+
+class MidiGrammar:
+    """Tensor tables of a tokenizer's grammar (see :mod:`midiformers.generation.grammar`).
+
+    Args:
+        tokenizer: a :class:`~midiformers.MidiTokenizer` (or anything with a ``miditok``
+            attribute and ``len()``) using REMI, TSD, MIDILike or Structured, optionally with a
+            trained BPE vocabulary.
+
+    Raises:
+        UnsupportedGrammarError: another miditok scheme, or options the grammar does not model
+            (rests, chords, pedals, pitch bends, control changes, pitch intervals, bar-end tokens).
+    """
+
+    def __init__(self, tokenizer: Any):
+        self.miditok: miditok.MusicTokenizer = getattr(tokenizer, "miditok", tokenizer)
+        self.rules = SchemeRules.for_tokenizer(self.miditok)
+        self.scheme = self.rules.scheme
+        compiled = CompiledGrammar(self.miditok, self.rules)
+        self.compiled = compiled
+        self.base_vocab = compiled.base_vocab
+        self.vocab_size = compiled.vocab_size
+        self.max_expansion = compiled.max_expansion
+        self.start_type = compiled.start_type
+        self.ended_type = compiled.ended_type
+        self.special_ids = compiled.special_ids
+        self.tables = compiled.tables
+        self._device_tables: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer: Any) -> MidiGrammar:
+        """The compiled grammar of a tokenizer, cached while its vocabulary stays the same."""
+        tok = getattr(tokenizer, "miditok", tokenizer)
+        signature = (tok.is_trained, len(tok.vocab_model) if tok.is_trained else len(tok.vocab))
+        cached = _GRAMMARS.get(id(tok))
+        if cached is None or cached[0]() is not tok or cached[1] != signature:
+            cached = (weakref.ref(tok), signature, cls(tokenizer))
+            _GRAMMARS[id(tok)] = cached
+            weakref.finalize(tok, _GRAMMARS.pop, id(tok), None)
+        return cached[2]
+
+    # ------------------------------------------------------------------ tensors
+
+    def on(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """The tables on ``device`` (copied once per device)."""
+        device = torch.device(device)
+        if device not in self._device_tables:
+            self._device_tables[device] = {k: v.to(device) for k, v in self.tables.items()}
+        return self._device_tables[device]
+
+    @property
+    def eos_ids(self) -> list[int]:
+        """Vocabulary ids that end a sequence."""
+        return self.special_ids[EOS]
+
+    @property
+    def pad_ids(self) -> list[int]:
+        """Vocabulary ids of padding."""
+        return self.special_ids[PAD]
+
+    @property
+    def num_programs(self) -> int:
+        return NUM_PROGRAMS
+
+    def initial_state(self, batch_size: int, device: torch.device) -> GrammarState:
+        """The state before any token (the start of a piece)."""
+        values = [self.start_type, 0, -1, 0, 0, 0]
+        for register, value in self.rules.initial_registers().items():
+            values[register] = value
+        registers = torch.tensor(values, dtype=torch.long, device=device)
+        state = GrammarState(registers=registers.repeat(batch_size, 1))
+        self.rules.init_state(state, batch_size, device)
+        return state
+
+    def _reset_rows(self, state: GrammarState, rows: torch.Tensor) -> None:
+        """Put the rows flagged in ``rows`` back to the start state (a BOS token)."""
+        if not bool(rows.any()):
+            return
+        fresh = self.initial_state(state.batch_size, state.prev.device)
+        for name in GrammarState._TENSORS:
+            current = getattr(state, name)
+            if current is None:
+                continue
+            mask = rows.view(-1, *([1] * (current.dim() - 1)))
+            setattr(state, name, torch.where(mask, getattr(fresh, name), current))
+
+    # ------------------------------------------------------------------ advancing
+
+    def advance(
+        self, state: GrammarState, token_ids: torch.LongTensor, check_bos: bool = True
+    ) -> GrammarState:
+        """State after appending one vocabulary token per row (BPE tokens are walked base by base).
+
+        PAD, MASK and unknown ids change nothing; BOS restarts the row (``check_bos=False``
+        skips that check, for tokens sampled under the grammar, which never allows BOS); EOS
+        ends the row.
+        """
+        tables = self.on(token_ids.device)
+        expansion = tables["expansion"]  # the last row is the no-op of unknown ids
+        vocab = expansion.shape[0] - 1
+        ids = token_ids.clamp(max=vocab).masked_fill(token_ids < 0, vocab)
+        steps = expansion[ids]
+        length = int(tables["expansion_length"][ids].max()) if self.max_expansion > 1 else 1
+        for k in range(length):
+            self._advance_base(state, steps[:, k], tables, check_bos)
+        return state
+
+    def _advance_base(
+        self,
+        state: GrammarState,
+        base: torch.LongTensor,
+        tables: dict[str, torch.Tensor],
+        check_bos: bool = True,
+    ) -> None:
+        if check_bos and bool(tables["base_is_bos"][base].any()):
+            self._reset_rows(state, tables["base_is_bos"][base])
+        update = tables["base_update"][base]
+        state.registers = torch.where(update != KEEP, update, state.registers)
+        self.rules.advance(state, base, tables)
+
+    # ------------------------------------------------------------------ masks
+
+    def completion_cost(self, state: GrammarState) -> torch.LongTensor:
+        """Fewest tokens each row needs before it may end (0: it may end now)."""
+        return self.rules.completion_cost(state, self.on(state.prev.device))
+
+    def allowed_tokens(
+        self,
+        state: GrammarState,
+        remaining: torch.Tensor | int | None = None,
+        allow_empty: bool = False,
+    ) -> torch.BoolTensor:
+        """``(batch, vocab)`` mask of the tokens that keep each row valid.
+
+        Args:
+            state: the rows' states.
+            remaining: tokens each row may still add (``None``: no limit). A token is allowed
+                only if the row can still finish within the limit after it; a row already short
+                of budget is steered to finish as fast as possible.
+            allow_empty: allow EOS before the first note (an empty piece).
+        """
+        tables = self.on(state.registers.device)
+        registers = state.registers
+        prev = registers[:, PREV]
+        allowed = tables["by_state"][2 * prev + registers[:, DRUMS]]
+        cost, aux = self.rules.restrict(allowed, state, prev, tables)
+        ended = prev == self.ended_type
+        any_ended = bool(ended.any())
+        neutral = tables["neutral_ids"].numel() > 0
+        if neutral:
+            can_continue = ~ended  # BPE's bare word marker: decodes to nothing, changes nothing
+        if remaining is not None:
+            if isinstance(remaining, torch.Tensor):
+                limit = torch.maximum(remaining.to(cost.device).expand_as(cost), cost) - 1
+            else:
+                limit = cost.clamp(min=int(remaining)) - 1
+            self.rules.restrict_to_budget(allowed, state, limit, aux, tables)
+            if neutral:
+                can_continue &= cost <= limit
+        if any_ended:
+            allowed &= ~ended.unsqueeze(1)
+        if neutral:
+            allowed[:, tables["neutral_ids"]] = can_continue.unsqueeze(1)
+        can_end = cost <= 0
+        if not allow_empty:
+            # no empty piece, unless nothing else fits (e.g. no room left for a whole note)
+            has_notes = registers[:, HAS_NOTES] > 0
+            if not bool(has_notes.all()):
+                can_end &= has_notes | ~allowed.any(1)
+        if any_ended:
+            can_end |= ended
+            allowed[:, tables["pad_ids"]] = ended.unsqueeze(1)
+        allowed[:, tables["eos_ids"]] = can_end.unsqueeze(1)
+        return allowed
