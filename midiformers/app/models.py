@@ -53,9 +53,14 @@ class ModelEntry:
 def _load_pipeline(spec: str) -> Any:
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
+    from ..training.lora import is_adapter_folder, load_lora
+
     logger.info("Loading %s", spec)
     tokenizer = AutoTokenizer.from_pretrained(spec)
-    model = AutoModelForCausalLM.from_pretrained(spec)
+    if is_adapter_folder(spec):  # a LoRA adapter: its base model with the adapter merged in
+        model = load_lora(spec, merge=True)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(spec)
     model.eval()
     return pipeline("midi-generation", model=model, tokenizer=tokenizer)
 
@@ -90,12 +95,20 @@ def resolve_models(specs: list[str] | None) -> tuple[list[ModelEntry], list[str]
     entries = []
     for spec, label in zip(specs, _labels([str(s) for s in specs])):
         try:
-            config = AutoConfig.from_pretrained(str(spec))
+            config = AutoConfig.from_pretrained(_config_source(str(spec)))
         except Exception as error:  # OSError, ValueError, HTTP errors: all mean "unusable"
             notices.append(f"Model `{spec}` is not available: {_first_line(error)}")
             continue
         entries.append(ModelEntry(spec=str(spec), label=label, config=config))
     return entries, notices
+
+
+def _config_source(spec: str) -> str:
+    """Where a model's config lives: the folder or Hub id itself, or for a LoRA adapter folder
+    (``adapter_config.json``, written by ``train.py`` with ``lora: true``) its base model."""
+    from ..training.lora import adapter_base, is_adapter_folder
+
+    return adapter_base(spec) if is_adapter_folder(spec) else spec
 
 
 def _first_line(error: Exception) -> str:

@@ -126,6 +126,29 @@ class ModelArguments:
     attn_implementation: str | None = field(
         default=None, metadata={"help": "'sdpa' (default) or 'eager'."}
     )
+    lora: bool = field(
+        default=False,
+        metadata={
+            "help": "Fine-tune model_name_or_path with LoRA adapters (peft); the output folder "
+            "holds the adapter only."
+        },
+    )
+    lora_r: Annotated[int | None, AT_LEAST_ONE] = field(
+        default=None, metadata={"help": "LoRA rank (default 8)."}
+    )
+    lora_alpha: Annotated[float | None, POSITIVE] = field(
+        default=None, metadata={"help": "LoRA scaling alpha (default 16; the scale is alpha/r)."}
+    )
+    lora_dropout: Annotated[float | None, FRACTION] = field(
+        default=None, metadata={"help": "Dropout on the LoRA input (default 0.05)."}
+    )
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Layer names to adapt (default: the architecture's attention and "
+            "feed-forward projections, midiformers.training.lora.LORA_TARGET_MODULES)."
+        },
+    )
 
 
 @dataclass

@@ -42,6 +42,7 @@ from .arguments import (
 )
 from .callbacks import MidiSampleCallback, plot_history
 from .checkpoints import checkpoint_problem, last_complete_checkpoint
+from .lora import apply_lora, lora_settings
 from .metrics import argmax_logits, causal_lm_metrics, classification_metrics, perplexity
 
 logger = logging.getLogger("midiformers.train")
@@ -382,6 +383,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         raise RecipeError("push_to_hub needs hub_model_id, the repo to create (e.g. you/midi-gpt)")
     if not model_args.model_name_or_path:
         _check_model_config_keys(model_type, model_args.model_config or {})
+    lora = lora_settings(model_args)
     resume_from = _resume_checkpoint(train_args)
     logger.info("Recipe %s: %s on %s", recipe, model_type, data_args.dataset_name)
     set_seed(train_args.seed)
@@ -393,6 +395,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if task.label_column:
         label_names = dataset["train"].features["composer"].names
     model = build_model(model_args, data_args, tokenizer, task, model_type, label_names)
+    if lora:
+        model = apply_lora(model, lora, model_args.model_name_or_path)
     logger.info(
         "%s: %s parameters; %d training and %d evaluation examples",
         type(model).__name__,
