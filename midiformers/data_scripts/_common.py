@@ -290,6 +290,12 @@ class MidiDatasetBuilder(datasets.GeneratorBasedBuilder):
         start = self.stream_skips.mark()
         result = datasets.GeneratorBasedBuilder.as_streaming_dataset(streaming, split, base_path)
         result = streaming._finish_streaming(result)
+        if isinstance(result, datasets.IterableDatasetDict):
+            for name in [name for name, part in result.items() if _has_no_sources(part)]:
+                logger.warning(
+                    "%s: the %s split has no source file; it is left out", self.name, name
+                )
+                del result[name]
         if self.stream_skips.total > start[0]:
             logger.warning(
                 "%s (streaming): while listing the sources, %s",
@@ -443,6 +449,14 @@ class MidiDatasetBuilder(datasets.GeneratorBasedBuilder):
             category = item.get("category") or skip_category(item["reason"])
             result.setdefault(category, []).append(item["name"])
         return result
+
+
+def _has_no_sources(dataset: datasets.IterableDataset) -> bool:
+    """Whether a freshly streamed split has no source at all (its shard lists are empty), as
+    a build leaves out a split without examples."""
+    kwargs = getattr(dataset._ex_iterable, "kwargs", None)
+    lists = [value for value in (kwargs or {}).values() if isinstance(value, list)]
+    return bool(lists) and all(not value for value in lists)
 
 
 def read_skipped(directory: str) -> list[dict[str, str]]:

@@ -15,6 +15,7 @@ distributed run each read their own files.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from copy import deepcopy
 from typing import Any
@@ -42,6 +43,18 @@ class StreamSkips:
         self.name = name
         self.counts: Counter[str] = Counter()
         self.records: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        self._passes = 0  # passes under way (a shuffle reads several shards in threads)
+        self._pass_start = (0, 0)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @property
     def total(self) -> int:
@@ -50,9 +63,10 @@ class StreamSkips:
 
     def add(self, name: str, reason: str, category: str) -> None:
         """Count one skipped file (and keep its name while fewer than ``MAX_NAMES_KEPT``)."""
-        self.counts[category] += 1
-        if self.counts[category] <= MAX_NAMES_KEPT:
-            self.records.append({"name": name, "reason": reason, "category": category})
+        with self._lock:
+            self.counts[category] += 1
+            if self.counts[category] <= MAX_NAMES_KEPT:
+                self.records.append({"name": name, "reason": reason, "category": category})
         if self.total <= NAMES_LOGGED:
             logger.warning("%s: skipping %s: %s", self.name, name, reason)
         else:
@@ -69,6 +83,23 @@ class StreamSkips:
     def mark(self) -> tuple[int, int]:
         """A position to summarise from later (see :meth:`summary`)."""
         return self.total, len(self.records)
+
+    def begin_pass(self) -> None:
+        """A reader starts a pass over some shards."""
+        with self._lock:
+            if self._passes == 0:
+                self._pass_start = self.mark()
+            self._passes += 1
+
+    def end_pass(self, label: str) -> None:
+        """A reader is done; when no other pass of this process is under way, log one summary
+        of what they skipped."""
+        with self._lock:
+            self._passes -= 1
+            if self._passes or self.total == self._pass_start[0]:
+                return
+            start = self._pass_start
+        logger.warning("%s (streaming, this process): %s", label, self.summary(start))
 
     def summary(self, since: tuple[int, int] = (0, 0)) -> str:
         """One line about the files skipped since ``since`` (default: all)."""
@@ -112,17 +143,11 @@ class MidiExamplesIterable(ExamplesIterable):
         )
 
     def __iter__(self):
-        start = self.skips.mark()
+        self.skips.begin_pass()
         try:
             yield from super().__iter__()
         finally:
-            if self.skips.total > start[0]:
-                logger.warning(
-                    "%s (streaming, %d shard(s) in this process): %s",
-                    self.label,
-                    self.num_shards,
-                    self.skips.summary(start),
-                )
+            self.skips.end_pass(self.label)
 
     def shuffle_data_sources(self, generator) -> MidiExamplesIterable:
         return self._like(_shuffle_gen_kwargs(deepcopy(generator), self.kwargs))

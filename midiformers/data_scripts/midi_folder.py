@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
+import io
 import logging
 import os
 from dataclasses import dataclass
@@ -360,5 +361,6 @@ class MidiFolder(MidiDatasetBuilder):
 
 
 def _read(path: str) -> bytes:
-    with open(path, "rb") as handle:
+    # io.open: datasets wraps this module's `open` for remote files (fsspec); these are local.
+    with io.open(path, "rb") as handle:  # noqa: UP020
         return handle.read()

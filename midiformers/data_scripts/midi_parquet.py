@@ -192,8 +192,8 @@ class MidiParquet(MidiDatasetBuilder):
         available = list(features)
         if config.midi_column not in features:
             raise ValueError(
-                f"midi_parquet: no MIDI column {config.midi_column!r} in {self._files()[0]}; "
-                f"its columns are {available} (set midi_column=)"
+                f"midi_parquet: no MIDI column {config.midi_column!r} in "
+                f"{self._source_description()}; its columns are {available} (set midi_column=)"
             )
         if not _is_binary(features[config.midi_column]):
             raise ValueError(
