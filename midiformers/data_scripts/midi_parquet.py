@@ -113,6 +113,8 @@ def resolve_parquet_files(
             )
         except (FileNotFoundError, ValueError) as error:
             raise FileNotFoundError(f"midi_parquet: cannot read {path!r}: {error}") from None
+        except OSError as error:  # ConnectionError, offline mode, ...
+            raise ConnectionError(f"midi_parquet: cannot read {path!r}: {error}") from None
         found = probe.config.data_files
         if not found:
             raise FileNotFoundError(f"midi_parquet: no data files found in {path!r}")
@@ -221,8 +223,8 @@ class MidiParquet(MidiDatasetBuilder):
             clashes = [c for c in kept if c in BASE_COLUMNS or c in (config.midi_column,)]
             if clashes:
                 raise ValueError(
-                    f"midi_parquet: metadata column(s) {clashes} would replace midiformers' "
-                    f"own columns {list(BASE_COLUMNS)}; leave them out"
+                    f"midi_parquet: metadata column(s) {clashes} clash with the MIDI column or "
+                    f"midiformers' own columns {list(BASE_COLUMNS)}; leave them out"
                 )
         return id_column, kept
 
