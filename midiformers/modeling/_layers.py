@@ -15,6 +15,11 @@ from torch import nn
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import (
+    GenericForQuestionAnswering,
+    GenericForSequenceClassification,
+    GenericForTokenClassification,
+)
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import logging
 
@@ -443,3 +448,47 @@ def prepare_decoder(
         attention_mask=causal_mask,
         padding_mask=padding_mask,
     )
+
+
+class SequenceClassificationHead(GenericForSequenceClassification):
+    """transformers' sequence-classification head (a linear layer on the last real token), over
+    the architecture's own ``base_model_class``: built directly rather than through ``AutoModel``,
+    so it needs no Auto registration and also loads as remote code."""
+
+    base_model_class: type[nn.Module]
+
+    def __init__(self, config):
+        super(GenericForSequenceClassification, self).__init__(config)
+        self.num_labels = config.num_labels
+        self.model = self.base_model_class(config)
+        self.score = nn.Linear(config.hidden_size, self.num_labels, bias=False)
+        self.post_init()
+
+
+class TokenClassificationHead(GenericForTokenClassification):
+    """transformers' token-classification head (dropout + linear per token) over the
+    architecture's ``base_model_class``, built directly like :class:`SequenceClassificationHead`."""
+
+    base_model_class: type[nn.Module]
+
+    def __init__(self, config):
+        super(GenericForTokenClassification, self).__init__(config)
+        self.num_labels = config.num_labels
+        self.model = self.base_model_class(config)
+        dropout = getattr(config, "classifier_dropout", None)
+        self.dropout = nn.Dropout(config.hidden_dropout if dropout is None else dropout)
+        self.score = nn.Linear(config.hidden_size, self.num_labels)
+        self.post_init()
+
+
+class QuestionAnsweringHead(GenericForQuestionAnswering):
+    """transformers' span-extraction head (start and end logits per token) over the
+    architecture's ``base_model_class``, built directly like :class:`SequenceClassificationHead`."""
+
+    base_model_class: type[nn.Module]
+
+    def __init__(self, config):
+        super(GenericForQuestionAnswering, self).__init__(config)
+        self.model = self.base_model_class(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()

@@ -25,8 +25,11 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from ._layers import (
     MidiFeedForward,
     MidiSelfAttention,
+    QuestionAnsweringHead,
     RelativeSelfAttention,
     RotaryEmbedding,
+    SequenceClassificationHead,
+    TokenClassificationHead,
     prepare_decoder,
 )
 from .configuration_conformer import MidiConformerConfig
@@ -320,4 +323,33 @@ class MidiConformerForCausalLM(MidiConformerPreTrainedModel, GenerationMixin):
         )
 
 
-__all__ = ["MidiConformerForCausalLM", "MidiConformerModel", "MidiConformerPreTrainedModel"]
+class MidiConformerForSequenceClassification(
+    SequenceClassificationHead, MidiConformerPreTrainedModel
+):
+    """MidiConformer with a linear head on the last real token: one label per piece (composer,
+    genre, style ...)."""
+
+    base_model_class = MidiConformerModel
+
+
+class MidiConformerForTokenClassification(TokenClassificationHead, MidiConformerPreTrainedModel):
+    """MidiConformer with a linear head on every token: one label per token (voice, hand, chord
+    tag ...)."""
+
+    base_model_class = MidiConformerModel
+
+
+class MidiConformerForQuestionAnswering(QuestionAnsweringHead, MidiConformerPreTrainedModel):
+    """MidiConformer with transformers' span-extraction head: start and end logits per token."""
+
+    base_model_class = MidiConformerModel
+
+
+__all__ = [
+    "MidiConformerForCausalLM",
+    "MidiConformerForQuestionAnswering",
+    "MidiConformerForSequenceClassification",
+    "MidiConformerForTokenClassification",
+    "MidiConformerModel",
+    "MidiConformerPreTrainedModel",
+]

@@ -18,7 +18,15 @@ from transformers.utils import can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from ._layers import MidiFeedForward, MidiSelfAttention, RotaryEmbedding, prepare_decoder
+from ._layers import (
+    MidiFeedForward,
+    MidiSelfAttention,
+    QuestionAnsweringHead,
+    RotaryEmbedding,
+    SequenceClassificationHead,
+    TokenClassificationHead,
+    prepare_decoder,
+)
 from .configuration_gpt import MidiGPTConfig
 
 
@@ -225,4 +233,31 @@ class MidiGPTForCausalLM(MidiGPTPreTrainedModel, GenerationMixin):
         )
 
 
-__all__ = ["MidiGPTForCausalLM", "MidiGPTModel", "MidiGPTPreTrainedModel"]
+class MidiGPTForSequenceClassification(SequenceClassificationHead, MidiGPTPreTrainedModel):
+    """MidiGPT with a linear head on the last real token: one label per piece (composer,
+    genre, style ...)."""
+
+    base_model_class = MidiGPTModel
+
+
+class MidiGPTForTokenClassification(TokenClassificationHead, MidiGPTPreTrainedModel):
+    """MidiGPT with a linear head on every token: one label per token (voice, hand, chord
+    tag ...)."""
+
+    base_model_class = MidiGPTModel
+
+
+class MidiGPTForQuestionAnswering(QuestionAnsweringHead, MidiGPTPreTrainedModel):
+    """MidiGPT with transformers' span-extraction head: start and end logits per token."""
+
+    base_model_class = MidiGPTModel
+
+
+__all__ = [
+    "MidiGPTForCausalLM",
+    "MidiGPTForQuestionAnswering",
+    "MidiGPTForSequenceClassification",
+    "MidiGPTForTokenClassification",
+    "MidiGPTModel",
+    "MidiGPTPreTrainedModel",
+]

@@ -26,7 +26,13 @@ from transformers.utils import TransformersKwargs, can_return_tuple, logging
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.output_capturing import capture_outputs
 
-from ._layers import embed_inputs, resolve_use_cache
+from ._layers import (
+    QuestionAnsweringHead,
+    SequenceClassificationHead,
+    TokenClassificationHead,
+    embed_inputs,
+    resolve_use_cache,
+)
 from .configuration_lstm import MidiLSTMConfig
 
 logger = logging.get_logger(__name__)
@@ -425,9 +431,32 @@ class MidiLSTMForCausalLM(MidiLSTMPreTrainedModel, GenerationMixin):
         )
 
 
+class MidiLSTMForSequenceClassification(SequenceClassificationHead, MidiLSTMPreTrainedModel):
+    """MidiLSTM with a linear head on the last real token: one label per piece (composer,
+    genre, style ...)."""
+
+    base_model_class = MidiLSTMModel
+
+
+class MidiLSTMForTokenClassification(TokenClassificationHead, MidiLSTMPreTrainedModel):
+    """MidiLSTM with a linear head on every token: one label per token (voice, hand, chord
+    tag ...)."""
+
+    base_model_class = MidiLSTMModel
+
+
+class MidiLSTMForQuestionAnswering(QuestionAnsweringHead, MidiLSTMPreTrainedModel):
+    """MidiLSTM with transformers' span-extraction head: start and end logits per token."""
+
+    base_model_class = MidiLSTMModel
+
+
 __all__ = [
     "MidiLSTMCache",
     "MidiLSTMForCausalLM",
+    "MidiLSTMForQuestionAnswering",
+    "MidiLSTMForSequenceClassification",
+    "MidiLSTMForTokenClassification",
     "MidiLSTMModel",
     "MidiLSTMPreTrainedModel",
 ]

@@ -18,7 +18,14 @@ from transformers.utils import can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from ._layers import MidiFeedForward, RelativeSelfAttention, prepare_decoder
+from ._layers import (
+    MidiFeedForward,
+    QuestionAnsweringHead,
+    RelativeSelfAttention,
+    SequenceClassificationHead,
+    TokenClassificationHead,
+    prepare_decoder,
+)
 from .configuration_music_transformer import MusicTransformerConfig
 
 
@@ -173,8 +180,35 @@ class MusicTransformerForCausalLM(MusicTransformerPreTrainedModel, GenerationMix
         )
 
 
+class MusicTransformerForSequenceClassification(
+    SequenceClassificationHead, MusicTransformerPreTrainedModel
+):
+    """MusicTransformer with a linear head on the last real token: one label per piece (composer,
+    genre, style ...)."""
+
+    base_model_class = MusicTransformerModel
+
+
+class MusicTransformerForTokenClassification(
+    TokenClassificationHead, MusicTransformerPreTrainedModel
+):
+    """MusicTransformer with a linear head on every token: one label per token (voice, hand, chord
+    tag ...)."""
+
+    base_model_class = MusicTransformerModel
+
+
+class MusicTransformerForQuestionAnswering(QuestionAnsweringHead, MusicTransformerPreTrainedModel):
+    """MusicTransformer with transformers' span-extraction head: start and end logits per token."""
+
+    base_model_class = MusicTransformerModel
+
+
 __all__ = [
     "MusicTransformerForCausalLM",
+    "MusicTransformerForQuestionAnswering",
+    "MusicTransformerForSequenceClassification",
+    "MusicTransformerForTokenClassification",
     "MusicTransformerModel",
     "MusicTransformerPreTrainedModel",
 ]
