@@ -97,6 +97,118 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, dataset_cache):
     assert AutoModelForCausalLM.from_pretrained(out) is not None
 
 
+FSDP_ON_CPU = (
+    "accelerate 1.15 applies FSDP to GPU-class devices only: on CPU processes it runs DDP or "
+    "one unsynchronised copy of the run per process (train.py refuses that launch)"
+)
+
+
+def fsdp_launcher(port: int, *options: str) -> list[str]:
+    config = ROOT / "configs" / "accelerate" / "fsdp.yaml"
+    return ["accelerate", "launch", "--config_file", str(config), "--num_processes", "2"] + [
+        "--main_process_port",
+        str(port),
+        *options,
+    ]
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason=f"needs 2 GPUs: {FSDP_ON_CPU}")
+def test_accelerate_fsdp2_two_processes(tmp_path, dataset_cache):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "fsdp"
+    args = ["--output_dir", str(out), "--num_samples", "0", "--use_cpu", "false"]
+    run_train(args, dataset_cache, fsdp_launcher(29527))
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    assert AutoModelForCausalLM.from_pretrained(out) is not None
+
+
+@pytest.mark.parametrize("use_cpu", ["true", "false"])
+def test_fsdp_launch_on_cpu_processes_is_refused(tmp_path, dataset_cache, use_cpu):
+    """Checked on torch 2.13 + accelerate 1.15: with use_cpu the FSDP config trains as DDP,
+    without it both processes train the whole run alone; train.py stops either way."""
+    if shutil.which("accelerate") is None:
+        pytest.skip("the accelerate command is not on PATH")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: FSDP may run")
+    out = tmp_path / "fsdp-cpu"
+    launcher = fsdp_launcher(29537 + (use_cpu == "true"), "--mixed_precision", "no")
+    args = ["--output_dir", str(out), "--num_samples", "0", "--use_cpu", use_cpu]
+    result = run_train(args, dataset_cache, launcher, expect_success=False)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if "asks for FSDP" in line]
+    assert lines and "cpu_2proc.yaml" in lines[0], result.stderr[-3000:]
+    assert not (out / "model.safetensors").exists()
+
+
+FSDP2_SCRIPT = """
+import sys
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+
+from midiformers.modeling import ARCHITECTURES
+
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+mesh = init_device_mesh("cpu", (world,))
+tiny = dict(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=64, max_position_embeddings=64, hidden_dropout=0.0,
+            attention_dropout=0.0, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+extra = {"vae": dict(num_encoder_layers=1, latent_size=8, id2label={0: "a", 1: "b"})}
+for name in sys.argv[1:]:
+    arch = ARCHITECTURES[name]
+    config = arch.config_class(**tiny, **extra.get(name, {}))
+    torch.manual_seed(0)
+    sharded, reference = arch.model_class(config), arch.model_class(config)
+    reference.load_state_dict(sharded.state_dict())
+    sharded.eval(), reference.eval()  # gradients still flow; the VAE uses its posterior mean
+    for module in sharded.modules():
+        if type(module).__name__ in sharded._no_split_modules:
+            fully_shard(module, mesh=mesh)
+    fully_shard(sharded, mesh=mesh)
+    # SGD: AdamW would blow float noise in always-zero gradients (k_proj.bias) up to lr steps
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (sharded, reference)]
+    for step in range(2):
+        ids = torch.randint(3, 40, (4, 12), generator=torch.Generator().manual_seed(step))
+        batch = {"input_ids": ids, "labels": ids}
+        if name == "vae":
+            batch["composer_labels"] = torch.tensor([0, 1, 0, 1])
+        local = {key: value.chunk(world)[rank] for key, value in batch.items()}
+        sharded(**local).loss.backward()
+        reference(**batch).loss.backward()
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad()
+    full = {key: value.full_tensor() for key, value in sharded.state_dict().items()}
+    local_sizes = [p.to_local().numel() for p in sharded.parameters()]
+    assert sum(local_sizes) < sum(p.numel() for p in reference.parameters())  # sharded
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(full[key], value, atol=1e-5, rtol=1e-4, msg=key)
+    if rank == 0:
+        print("FSDP2 OK", name, flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_models_train_with_torch_fsdp2_on_two_cpu_processes(tmp_path):
+    """torch's FSDP2 (``fully_shard`` per block, gloo) on 2 CPU processes trains every
+    attention model exactly as one process on the whole batch: the models are FSDP2-ready;
+    only accelerate keeps FSDP off CPUs."""
+    script = tmp_path / "fsdp2.py"
+    script.write_text(FSDP2_SCRIPT)
+    names = ["gpt", "music_transformer", "conformer", "vae"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += ["--master_port", "29547", str(script), *names]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name in names:
+        assert f"FSDP2 OK {name}" in result.stdout
+
+
 RESUME_ARGS = ["--num_samples", "0", "--plots", "false", "--save_steps", "2", "--eval_steps", "4"]
 
 

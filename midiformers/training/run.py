@@ -333,6 +333,26 @@ def _resume_checkpoint(train_args: MidiTrainingArguments) -> str | None:
     return last
 
 
+def _check_launch(train_args: MidiTrainingArguments) -> None:
+    """Refuse an FSDP launch that would silently run as something else.
+
+    accelerate (checked with 1.15) shards with FSDP only on GPU-class devices: with
+    ``distributed_type: FSDP`` on CPU processes it runs plain DDP (``use_cpu``) or one
+    unsynchronised copy of the whole run per process, all writing the same folder.
+    """
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return
+    from accelerate.utils import DistributedType
+
+    kind = train_args.distributed_state.distributed_type
+    if kind in (DistributedType.NO, DistributedType.MULTI_CPU):
+        raise RecipeError(
+            f"The accelerate config asks for FSDP, but these processes run as {kind.value}: "
+            "accelerate shards with FSDP only on GPUs; on CPU processes launch with "
+            "configs/accelerate/cpu_2proc.yaml (DDP)"
+        )
+
+
 def _setup_logging(train_args: MidiTrainingArguments) -> None:
     level = train_args.get_process_log_level()
     logging.basicConfig(
@@ -377,6 +397,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     model_args, data_args, tok_args, train_args, recipe = parse_recipe(argv)
     _setup_logging(train_args)
+    _check_launch(train_args)
     model_type = resolve_model_type(model_args.model_type)
     task = task_for(model_type)
     if train_args.push_to_hub and not train_args.hub_model_id:
