@@ -27,7 +27,7 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
 
     Args:
         tokenizer: a :class:`~midiformers.MidiTokenizer` (REMI, TSD, MIDILike or Structured,
-            BPE included) or an already compiled :class:`MidiGrammar`.
+            BPE included) or an already compiled :class:`MidiGrammar` (its ``max_bars`` too).
         max_new_tokens: the length budget: near the limit the processor only allows tokens
             after which the piece can still be finished (a note's velocity and duration,
             ``NoteOff`` for every sounding note), so the sequence ends cleanly. Counted from the
@@ -42,6 +42,13 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
             long piece that slid out of the model's window); they set the starting state. One
             sequence for every row, or ``(batch, length)`` with one per row.
         allow_empty: allow EOS before the first note (by default a piece has at least one).
+        max_bars: end every piece after exactly this many bars (schemes with Bar tokens: REMI):
+            no token starts bar ``max_bars + 1``, EOS comes once bar ``max_bars`` has started and
+            holds a note, and a length budget steers the piece to get there in time. Bars of
+            the prompt and ``context_ids`` count. See :meth:`MidiGrammar.with_max_bars`.
+
+    Raises:
+        UnsupportedGrammarError: ``max_bars`` for a scheme without Bar tokens.
 
     Example::
 
@@ -57,6 +64,7 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
         max_length: int | None = None,
         context_ids: Sequence[int] | torch.Tensor | None = None,
         allow_empty: bool = False,
+        max_bars: int | None = None,
     ):
         if max_new_tokens is not None and max_length is not None:
             raise ValueError("Give max_new_tokens or max_length, not both.")
@@ -64,9 +72,10 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
         if isinstance(tokenizer, MidiGrammar):
-            self.grammar = tokenizer
+            grammar = tokenizer
         else:
-            self.grammar = MidiGrammar.for_tokenizer(tokenizer)
+            grammar = MidiGrammar.for_tokenizer(tokenizer)
+        self.grammar = grammar if max_bars is None else grammar.with_max_bars(max_bars)
         self.max_new_tokens = max_new_tokens
         self.max_length = max_length
         self.context_ids = self._as_context(context_ids)
@@ -76,6 +85,7 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
         self._limit = max_length
         self._cache: tuple[torch.Tensor, GrammarState] | None = None
         self._context_state: GrammarState | None = None
+        self._fresh_start = False
 
     @staticmethod
     def _as_context(ids: Sequence[int] | torch.Tensor | None) -> torch.LongTensor:
@@ -131,6 +141,7 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
                 state = self._extend(old_ids, old_state, input_ids)
         if state is None:
             state = self._scratch(input_ids)
+            self._fresh_start = True
         self._cache = (input_ids.clone(), state)
         return state
 
@@ -160,7 +171,31 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
         """``(batch, vocab)`` mask of the tokens allowed after each row of ``input_ids``."""
         with torch.inference_mode():  # many small ops: skip autograd's bookkeeping
             state = self.state_for(input_ids)
-            return self.grammar.allowed_tokens(state, self.remaining(input_ids), self.allow_empty)
+            remaining = self.remaining(input_ids)
+            if self._fresh_start:
+                self._fresh_start = False
+                self._check_bars_fit(state, remaining)
+            return self.grammar.allowed_tokens(state, remaining, self.allow_empty)
+
+    def _check_bars_fit(self, state: GrammarState, remaining: int | None) -> None:
+        """With ``max_bars``: the budget must hold the fewest tokens that reach the last bar."""
+        max_bars = self.grammar.max_bars
+        if max_bars is None:
+            return
+        bars = int(state.bars[:, 0].max())
+        if bars > max_bars:
+            raise ValueError(
+                f"The prompt already has {bars} bars, more than max_bars={max_bars}; give a "
+                "shorter prompt or a larger max_bars."
+            )
+        if remaining is None:
+            return
+        needed = int(self.grammar.completion_cost(state).max())
+        if needed > remaining:
+            raise ValueError(
+                f"max_bars={self.grammar.max_bars} needs at least {needed} new tokens after this "
+                f"prompt, but the length budget leaves {remaining}: raise max_new_tokens."
+            )
 
     def _limit_from_generate(self) -> int | None:
         """The total length limit of the running ``generate`` call (``None`` outside one)."""

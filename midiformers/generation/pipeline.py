@@ -28,6 +28,8 @@ __all__ = ["TASK", "MidiGenerationPipeline", "register_pipeline"]
 
 TASK = "midi-generation"
 _PRIMER_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, ScoreTick, torch.Tensor)
+TOKENS_PER_BAR = 128
+"""Default token budget per bar with ``num_bars`` (the grammar ends the piece at the last bar)."""
 
 
 class MidiGenerationPipeline(Pipeline):
@@ -42,8 +44,11 @@ class MidiGenerationPipeline(Pipeline):
         max_new_tokens (default 256), temperature, top_k, top_p, do_sample (default True),
         seed (reproducible sampling without touching the global RNG), composer (name or id, for
         composer-conditioned models), grammar (default True: only tokens that keep the piece
-        valid, closed cleanly at the limit), num_return_sequences, context_length / stride
-        (sliding window; default: the model's :func:`context_length`, half of it).
+        valid, closed cleanly at the limit), num_bars (REMI tokenizers: every piece ends after
+        exactly this many bars, primer included; ``max_new_tokens`` then defaults to
+        :data:`TOKENS_PER_BAR` per bar and only caps the length), num_return_sequences,
+        context_length / stride (sliding window; default: the model's :func:`context_length`,
+        half of it).
 
     Every option is checked before anything is generated (a one-line ``ValueError`` naming it
     and its valid range, see :func:`.check_generation_options`), and so are primer ids.
@@ -93,6 +98,7 @@ class MidiGenerationPipeline(Pipeline):
         seed: int | None = None,
         composer: Any = None,
         grammar: bool | None = None,
+        num_bars: int | None = None,
         num_return_sequences: int | None = None,
         context_length: int | None = None,
         stride: int | None = None,
@@ -115,6 +121,11 @@ class MidiGenerationPipeline(Pipeline):
         check_generation_options(**forward)  # fail before any primer is read
         if composer is not None:
             forward["composer"] = self._composer_ids(composer)
+        if num_bars is not None:
+            if grammar is False:
+                raise ValueError("num_bars needs the grammar: leave grammar=True.")
+            self.grammar.with_max_bars(num_bars)  # a scheme without bars or a bad count fails now
+            forward["num_bars"] = num_bars
         return {}, forward, {}
 
     def _composer_ids(self, composer: Any) -> torch.LongTensor:
@@ -163,7 +174,9 @@ class MidiGenerationPipeline(Pipeline):
         use_grammar = options.pop("grammar", True)
         window = options.pop("context_length", -1)
         stride = options.pop("stride", None)
-        max_new_tokens = options.pop("max_new_tokens", 256)
+        num_bars = options.pop("num_bars", None)
+        default_budget = 256 if num_bars is None else TOKENS_PER_BAR * num_bars
+        max_new_tokens = options.pop("max_new_tokens", default_budget)
         options.setdefault("do_sample", True)
         self._condition(options, prompt)
         devices = [self.device] if self.device.type == "cuda" else []
@@ -174,7 +187,7 @@ class MidiGenerationPipeline(Pipeline):
                 self.model,
                 prompt,
                 max_new_tokens,
-                grammar=self.grammar if use_grammar else None,
+                grammar=self.grammar.with_max_bars(num_bars) if use_grammar else None,
                 window=window,
                 stride=stride,
                 pad_token_id=self.tokenizer.pad_token_id,

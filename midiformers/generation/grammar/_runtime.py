@@ -6,12 +6,14 @@ vocabulary at generation time. The scheme's rules object adds its own masks and 
 
 from __future__ import annotations
 
+import copy
 import weakref
 from typing import Any
 
 import miditok
 import torch
 
+from ._bars import BarCounter
 from ._compiler import (
     BAR,
     DRUMS,
@@ -24,6 +26,7 @@ from ._compiler import (
     PREV,
     PROGRAM,
     CompiledGrammar,
+    UnsupportedGrammarError,
 )
 from ._rules import SchemeRules
 
@@ -39,7 +42,8 @@ class GrammarState:
     the index of the bar size in the REMI rules' ``bar_lengths``. The scalar registers live in
     one ``(batch, registers)`` tensor, updated by one lookup per token. MIDILike states also
     hold ``count`` / ``old_count``, ``per_program`` / ``old_per_program`` and ``fresh`` (the
-    sounding notes, see :mod:`.midilike`).
+    sounding notes, see :mod:`.midilike`); states that count bars hold ``bars`` (see
+    :mod:`._bars`).
     """
 
     _TENSORS = (
@@ -49,6 +53,7 @@ class GrammarState:
         "per_program",
         "old_per_program",
         "fresh",
+        "bars",
     )
 
     def __init__(self, **tensors: torch.Tensor | None):
@@ -95,7 +100,12 @@ class MidiGrammar:
     Raises:
         UnsupportedGrammarError: another miditok scheme, or options the grammar does not model
             (rests, chords, pedals, pitch bends, control changes, pitch intervals, bar-end tokens).
+
+    ``grammar.with_max_bars(n)`` is the same grammar for pieces of exactly ``n`` bars.
     """
+
+    max_bars: int | None = None
+    """Bars of every piece (``None``: any number), see :meth:`with_max_bars`."""
 
     def __init__(self, tokenizer: Any):
         self.miditok: miditok.MusicTokenizer = getattr(tokenizer, "miditok", tokenizer)
@@ -109,6 +119,7 @@ class MidiGrammar:
         self.start_type = compiled.start_type
         self.ended_type = compiled.ended_type
         self.special_ids = compiled.special_ids
+        self.bars = BarCounter(compiled) if self.rules.has_bars else None
         self.tables = compiled.tables
         self._device_tables: dict[torch.device, dict[str, torch.Tensor]] = {}
 
@@ -123,6 +134,32 @@ class MidiGrammar:
             _GRAMMARS[id(tok)] = cached
             weakref.finalize(tok, _GRAMMARS.pop, id(tok), None)
         return cached[2]
+
+    def with_max_bars(self, max_bars: int | None) -> MidiGrammar:
+        """This grammar for pieces of exactly ``max_bars`` bars (sharing the compiled tables).
+
+        No token may start bar ``max_bars + 1``; EOS waits until bar ``max_bars`` has started
+        and holds a note; under a length budget the piece is steered to reach it in time. The
+        bars of every token count, prompt and ``context_ids`` included.
+
+        Raises:
+            UnsupportedGrammarError: the scheme has no Bar tokens (only REMI has them).
+            ValueError: ``max_bars`` is not a positive integer.
+        """
+        if max_bars is not None:
+            if self.bars is None:
+                raise UnsupportedGrammarError(
+                    f"max_bars needs a tokenization with Bar tokens (REMI); "
+                    f"{type(self.miditok).__name__} has none: limit the length with "
+                    "max_new_tokens instead."
+                )
+            if isinstance(max_bars, bool) or not isinstance(max_bars, int) or max_bars < 1:
+                raise ValueError(f"max_bars must be a positive integer, got {max_bars!r}.")
+        if max_bars == self.max_bars:
+            return self
+        view = copy.copy(self)
+        view.max_bars = max_bars
+        return view
 
     # ------------------------------------------------------------------ tensors
 
@@ -155,6 +192,8 @@ class MidiGrammar:
         registers = torch.tensor(values, dtype=torch.long, device=device)
         state = GrammarState(registers=registers.repeat(batch_size, 1))
         self.rules.init_state(state, batch_size, device)
+        if self.max_bars is not None:
+            state.bars = torch.zeros(batch_size, 2, dtype=torch.long, device=device)
         return state
 
     def _reset_rows(self, state: GrammarState, rows: torch.Tensor) -> None:
@@ -162,6 +201,8 @@ class MidiGrammar:
         if not bool(rows.any()):
             return
         fresh = self.initial_state(state.batch_size, state.prev.device)
+        if state.bars is not None and fresh.bars is None:
+            fresh.bars = torch.zeros_like(state.bars)
         for name in GrammarState._TENSORS:
             current = getattr(state, name)
             if current is None:
@@ -202,12 +243,24 @@ class MidiGrammar:
         update = tables["base_update"][base]
         state.registers = torch.where(update != KEEP, update, state.registers)
         self.rules.advance(state, base, tables)
+        if state.bars is not None:
+            BarCounter.advance(state, base, tables)
 
     # ------------------------------------------------------------------ masks
 
     def completion_cost(self, state: GrammarState) -> torch.LongTensor:
         """Fewest tokens each row needs before it may end (0: it may end now)."""
-        return self.rules.completion_cost(state, self.on(state.prev.device))
+        tables = self.on(state.prev.device)
+        if self.max_bars is not None:
+            return self.bars.row_cost(self._counting(state), self.max_bars)[0]
+        return self.rules.completion_cost(state, tables)
+
+    def _counting(self, state: GrammarState) -> GrammarState:
+        if state.bars is None:
+            raise ValueError(
+                "This state does not count bars: build it with the grammar of with_max_bars()."
+            )
+        return state
 
     def allowed_tokens(
         self,
@@ -229,6 +282,10 @@ class MidiGrammar:
         prev = registers[:, PREV]
         allowed = tables["by_state"][2 * prev + registers[:, DRUMS]]
         cost, aux = self.rules.restrict(allowed, state, prev, tables)
+        if self.max_bars is not None:
+            cost, bars_left = self.bars.restrict(
+                allowed, self._counting(state), self.max_bars, tables
+            )
         ended = prev == self.ended_type
         any_ended = bool(ended.any())
         neutral = tables["neutral_ids"].numel() > 0
@@ -240,6 +297,10 @@ class MidiGrammar:
             else:
                 limit = cost.clamp(min=int(remaining)) - 1
             self.rules.restrict_to_budget(allowed, state, limit, aux, tables)
+            if self.max_bars is not None:
+                self.bars.restrict_to_budget(
+                    allowed, state, self.max_bars, limit, bars_left, tables
+                )
             if neutral:
                 can_continue &= cost <= limit
         if any_ended:
