@@ -43,7 +43,7 @@ from .midi_folder import MidiFolder, MidiFolderConfig
 from .midi_parquet import MidiParquet, MidiParquetConfig
 from .music21_composers import Music21Composers, Music21ComposersConfig
 from .pop909 import Pop909, Pop909Config
-from .pretokenize import (
+from .pretokenization import (
     PretokenizedFolderError,
     TokenizerMismatchError,
     load_pretokenized,
