@@ -120,6 +120,16 @@ def test_untrained_models_generate_exactly_n_bars(config_class, model_class, tok
         eos_token_id=tokenizer.eos_token_id,
     )
     assert_bars(tokenizer, output.tolist(), 4)
+    beams = model.generate(  # beam search reorders rows: the bar counts follow
+        torch.full((2, 1), tokenizer.bos_token_id),
+        num_beams=3,
+        do_sample=True,
+        max_new_tokens=40,
+        logits_processor=[MidiGrammarLogitsProcessor(tokenizer, max_bars=3)],
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    assert_bars(tokenizer, beams.tolist(), 3)
 
 
 def test_a_primer_counts_and_may_not_exceed_the_bars(tokenizers, primer_path):

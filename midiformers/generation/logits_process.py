@@ -190,7 +190,8 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
             )
         if remaining is None:
             return
-        needed = int(self.grammar.completion_cost(state).max())
+        going = state.prev != self.grammar.ended_type
+        needed = int(self.grammar.completion_cost(state).masked_fill(~going, 0).max())
         if needed > remaining:
             raise ValueError(
                 f"max_bars={self.grammar.max_bars} needs at least {needed} new tokens after this "

@@ -21,7 +21,8 @@ indexing only: nothing loops over the vocabulary at generation time.
 
 With a length budget, a token is only allowed if what it leaves unfinished (a note still needing
 its velocity and duration, notes still sounding) can be completed in the tokens that remain, so
-sequences that stop at the limit end cleanly.
+sequences that stop at the limit end cleanly. ``MidiGrammar.with_max_bars(n)`` (schemes with Bar
+tokens) also ends every piece after exactly ``n`` bars (see ``_bars.py``).
 
 Layout: ``_compiler.py`` compiles the tables every scheme shares, ``_runtime.py`` holds the
 states and the mask, and each miditok scheme has its rules object (a
