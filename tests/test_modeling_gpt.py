@@ -144,3 +144,27 @@ class TestMidiGPTRotary(TestMidiGPT):
             base = model(input_ids=ids, position_ids=positions).logits
             shifted = model(input_ids=ids, position_ids=positions + 37).logits
         torch.testing.assert_close(shifted, base, rtol=1e-4, atol=1e-4)
+
+    def test_rope_scaling_from_rope_parameters(self, tmp_path):
+        """``rope_parameters`` selects transformers' RoPE types: linear scaling by 2 at positions
+        2p equals plain RoPE at p, and the scaled frequencies come back after loading."""
+        linear = {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}
+        plain = self.make_model()
+        scaled = self.make_model(rope_parameters=linear)
+        ids = random_ids(1, 9, self.vocab_size)
+        positions = torch.arange(9).unsqueeze(0)
+        with torch.no_grad():
+            reference = plain(input_ids=ids, position_ids=positions).logits
+            stretched = scaled(input_ids=ids, position_ids=2 * positions).logits
+            assert not torch.allclose(scaled(input_ids=ids).logits, reference, atol=1e-4)
+        torch.testing.assert_close(stretched, reference, rtol=1e-4, atol=1e-4)
+        scaled.save_pretrained(tmp_path)
+        loaded = MidiGPTForCausalLM.from_pretrained(tmp_path).eval()
+        assert loaded.config.rope_parameters["rope_type"] == "linear"
+        torch.testing.assert_close(
+            loaded.model.rotary_emb.inv_freq, scaled.model.rotary_emb.inv_freq
+        )
+        with torch.no_grad():
+            torch.testing.assert_close(
+                loaded(input_ids=ids, position_ids=2 * positions).logits, reference
+            )

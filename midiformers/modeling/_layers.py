@@ -20,6 +20,7 @@ from transformers.modeling_layers import (
     GenericForSequenceClassification,
     GenericForTokenClassification,
 )
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import logging
 
@@ -42,29 +43,59 @@ def position_ids_from_mask(
     return positions[:, -query_length:]
 
 
-class RotaryEmbedding(nn.Module):
-    """Rotary position embedding (Su et al. 2021); frequencies are computed on the fly.
+def rope_parameters(config) -> dict:
+    """The config's ``rope_parameters`` (transformers' RoPE settings: ``rope_type``, ``factor``
+    ...), or plain RoPE with ``config.rope_theta`` when the config has none."""
+    parameters = getattr(config, "rope_parameters", None)
+    if parameters:
+        return parameters
+    return {"rope_type": "default", "rope_theta": getattr(config, "rope_theta", 10000.0)}
 
-    Nothing is stored as a buffer, so nothing can come back uninitialised after loading.
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (Su et al. 2021), the way transformers' Llama builds it.
+
+    ``config.rope_parameters`` selects any of transformers' RoPE types (``"linear"``,
+    ``"dynamic"``, ``"yarn"``, ``"longrope"``, ``"llama3"``) to stretch a model past its training
+    length; without it, plain RoPE with base ``config.rope_theta``. The frequencies are
+    non-persistent buffers that transformers' ``_init_weights`` refills after loading.
+    ``forward(x, position_ids)`` returns ``(cos, sin)`` in ``x``'s dtype.
     """
 
-    def __init__(self, head_dim: int, base: float = 10000.0):
+    def __init__(self, config):
         super().__init__()
+        self.config = config
+        self.max_seq_len_cached = self.original_max_seq_len = config.max_position_embeddings
+        self.rope_type = rope_parameters(config).get("rope_type", "default")
+        init_fn = self.compute_default_rope_parameters
+        if self.rope_type != "default":
+            init_fn = ROPE_INIT_FUNCTIONS[self.rope_type]
+        inv_freq, self.attention_scaling = init_fn(config)
+        self.inv_freq = nn.Buffer(inv_freq, persistent=False)
+        self.original_inv_freq = nn.Buffer(inv_freq.clone(), persistent=False)
+
+    @staticmethod
+    def compute_default_rope_parameters(
+        config, device=None, **kwargs
+    ) -> tuple[torch.Tensor, float]:
+        """Inverse frequencies of plain RoPE for one attention head (scaling factor 1)."""
+        head_dim = config.hidden_size // config.num_attention_heads
         if head_dim % 2:
             raise ValueError(f"rotary embeddings need an even head dimension, got {head_dim}")
-        self.head_dim = head_dim
-        self.base = base
+        base = rope_parameters(config)["rope_theta"]
+        exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).to(device, torch.float)
+        return 1.0 / (base ** (exponents / head_dim)), 1.0
 
+    @dynamic_rope_update
     def forward(
-        self, position_ids: torch.LongTensor, dtype: torch.dtype
+        self, x: torch.Tensor, position_ids: torch.LongTensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        exponents = torch.arange(
-            0, self.head_dim, 2, device=position_ids.device, dtype=torch.float32
-        )
-        inv_freq = 1.0 / (self.base ** (exponents / self.head_dim))
-        freqs = position_ids.float().unsqueeze(-1) * inv_freq
+        inv_freq = self.inv_freq.to(device=x.device, dtype=torch.float)
+        freqs = position_ids[..., None].float() * inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+        cos = emb.cos() * self.attention_scaling
+        sin = emb.sin() * self.attention_scaling
+        return cos.to(x.dtype), sin.to(x.dtype)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -219,9 +219,7 @@ class MidiConformerModel(MidiConformerPreTrainedModel):
         self.dropout = nn.Dropout(config.hidden_dropout)
         self.rotary_emb = None
         if config.attention_type == "rotary":
-            self.rotary_emb = RotaryEmbedding(
-                config.hidden_size // config.num_attention_heads, base=config.rope_theta
-            )
+            self.rotary_emb = RotaryEmbedding(config)
         self.layers = nn.ModuleList(
             MidiConformerBlock(config, layer_idx) for layer_idx in range(config.num_hidden_layers)
         )
@@ -257,7 +255,7 @@ class MidiConformerModel(MidiConformerPreTrainedModel):
         )
         position_embeddings = None
         if self.rotary_emb is not None:
-            position_embeddings = self.rotary_emb(inputs.position_ids, inputs.inputs_embeds.dtype)
+            position_embeddings = self.rotary_emb(inputs.inputs_embeds, inputs.position_ids)
         hidden_states = self.dropout(inputs.inputs_embeds)
         for block in self.layers:
             hidden_states = block(

@@ -93,8 +93,7 @@ class MidiGPTModel(MidiGPTPreTrainedModel):
             self.rotary_emb = None
         else:
             self.embed_positions = None
-            head_dim = config.hidden_size // config.num_attention_heads
-            self.rotary_emb = RotaryEmbedding(head_dim, base=config.rope_theta)
+            self.rotary_emb = RotaryEmbedding(config)
         self.dropout = nn.Dropout(config.hidden_dropout)
         self.layers = nn.ModuleList(
             [MidiGPTBlock(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
@@ -155,7 +154,7 @@ class MidiGPTModel(MidiGPTPreTrainedModel):
             self._check_positions(inputs.position_ids, total_length, positions_given)
             hidden_states = hidden_states + self.embed_positions(inputs.position_ids)
         else:
-            position_embeddings = self.rotary_emb(inputs.position_ids, hidden_states.dtype)
+            position_embeddings = self.rotary_emb(hidden_states, inputs.position_ids)
         hidden_states = self.dropout(hidden_states)
         for layer in self.layers:
             hidden_states = layer(

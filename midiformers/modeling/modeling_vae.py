@@ -269,7 +269,7 @@ class MidiVAEModel(MidiVAEPreTrainedModel):
         hidden, latent = config.hidden_size, config.latent_size
         self.embed_tokens = nn.Embedding(config.vocab_size, hidden, config.pad_token_id)
         self.dropout = nn.Dropout(config.hidden_dropout)
-        self.rotary = RotaryEmbedding(hidden // config.num_attention_heads)
+        self.rotary = RotaryEmbedding(config)
         self.encoder_layers = nn.ModuleList(
             [MidiVAEEncoderLayer(config, i) for i in range(config.num_encoder_layers)]
         )
@@ -312,7 +312,7 @@ class MidiVAEModel(MidiVAEPreTrainedModel):
                 f"{length}"
             )
         positions = position_ids_from_mask(attention_mask, 0, length, device)
-        position_embeddings = self.rotary(positions, dtype)
+        position_embeddings = self.rotary(inputs_embeds, positions)
         if attention_mask is None:
             weights = torch.ones((batch, length), dtype=dtype, device=device)
         else:
@@ -430,7 +430,7 @@ class MidiVAEModel(MidiVAEPreTrainedModel):
         composer_labels = self.resolve_composers(composer_labels, reference, logvar)
         memory = self.build_memory(latent.to(inputs_embeds.dtype), composer_labels)
 
-        position_embeddings = self.rotary(inputs.position_ids, inputs_embeds.dtype)
+        position_embeddings = self.rotary(inputs_embeds, inputs.position_ids)
         hidden_states = self.dropout(inputs_embeds)
         for layer in self.layers:
             hidden_states = layer(
