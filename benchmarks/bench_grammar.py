@@ -4,7 +4,10 @@
    sampled from random logits (what an untrained model produces) with and without
    ``MidiGrammarLogitsProcessor``; the share of valid sequences, of tokens that decode into music
    as written (``check_sequence``), and of notes the decoder keeps.
-2. Cost: generated tokens/s of a small GPT (6 layers, hidden 256, 4 heads, feed-forward 1024,
+2. Bar counts (schemes with Bar tokens): the share of sequences with exactly N bars (Bar tokens
+   written, and bars of the decoded piece encoded again) under the grammar alone and with
+   ``max_bars=N``, and the mask cost per step of each.
+3. Cost: generated tokens/s of a small GPT (6 layers, hidden 256, 4 heads, feed-forward 1024,
    like ``bench_generation.py``) sampling with and without the processor, the two measured
    alternately in the same run (goal: under 15% slower). Both run every step (no EOS stop).
 
@@ -28,6 +31,7 @@ from tqdm.auto import tqdm
 
 from midiformers import MidiGPTConfig, MidiGPTForCausalLM, MidiTokenizer
 from midiformers.generation import MidiGrammarLogitsProcessor, check_sequence
+from midiformers.generation.validation import expand_tokens
 
 logger = logging.getLogger("bench_grammar")
 
@@ -119,6 +123,47 @@ def run_validity(tokenizers, batch: int, new_tokens: int, decode_limit: int) -> 
     return rows
 
 
+# ----------------------------------------------------------------------------- bars
+
+
+def count_bars(tokenizer, ids: list[int]) -> int:
+    return sum(token == "Bar_None" for i in ids for token in expand_tokens(tokenizer, i))
+
+
+def exact_bars(tokenizer, batch: torch.Tensor, num_bars: int) -> dict[str, float]:
+    """Shares of rows with ``num_bars`` Bar tokens, and whose decoded piece has as many."""
+    plain = MidiTokenizer(preset="remi")
+    rows = batch.tolist()
+    written = sum(count_bars(tokenizer, row) == num_bars for row in rows)
+    decoded = sum(
+        count_bars(plain, plain.encode_midi(tokenizer.to_score(row))) == num_bars for row in rows
+    )
+    valid = sum(check_sequence(tokenizer, row).is_valid for row in rows)
+    return {
+        "written": written / len(rows),
+        "decoded": decoded / len(rows),
+        "valid": valid / len(rows),
+    }
+
+
+def run_bars(tokenizers, batch: int, new_tokens: int, num_bars: int) -> list[list]:
+    rows = []
+    names = [name for name in tokenizers if name.split("+")[0] == "remi"]
+    for name in tqdm(names, desc="bars"):
+        tokenizer = tokenizers[name]
+        results = []
+        for max_bars in (None, num_bars):
+            processor = MidiGrammarLogitsProcessor(
+                tokenizer, max_new_tokens=new_tokens, max_bars=max_bars
+            )
+            start = time.process_time()
+            sampled = sample_random(tokenizer, processor, batch, new_tokens, seed=0)
+            elapsed = time.process_time() - start
+            results.append((exact_bars(tokenizer, sampled, num_bars), elapsed / new_tokens * 1000))
+        rows.append([name, *results])
+    return rows
+
+
 # ----------------------------------------------------------------------------- speed
 
 
@@ -179,7 +224,7 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
-def report(validity_rows, speed_rows, args) -> str:
+def report(validity_rows, bar_rows, speed_rows, args) -> str:
     lines = [
         "### Grammar-constrained sampling (`benchmarks/bench_grammar.py`)",
         "",
@@ -204,6 +249,18 @@ def report(validity_rows, speed_rows, args) -> str:
         )
     lines += [
         "",
+        f"| tokenization | exactly {args.bars} bars (written / decoded), grammar alone | with "
+        f"max_bars={args.bars} | valid with max_bars | mask cost per step (alone / max_bars) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, (alone, alone_ms), (bounded, bounded_ms) in bar_rows:
+        lines.append(
+            f"| {name} | {_pct(alone['written'])} / {_pct(alone['decoded'])} | "
+            f"{_pct(bounded['written'])} / {_pct(bounded['decoded'])} | "
+            f"{_pct(bounded['valid'])} | {alone_ms:.2f} / {bounded_ms:.2f} ms |"
+        )
+    lines += [
+        "",
         "| tokenization | batch | tokens/s without | tokens/s with grammar | slowdown "
         f"(goal < {SPEED_GOAL:.0%}) |",
         "|---|---:|---:|---:|---:|",
@@ -222,6 +279,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sequences", type=int, default=200)
     parser.add_argument("--validity-tokens", type=int, default=256)
     parser.add_argument("--speed-tokens", type=int, default=256)
+    parser.add_argument("--bars", type=int, default=8, help="N of the max_bars rows")
     parser.add_argument("--speed-schemes", default="remi,performance,remi+bpe")
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--repeats", type=int, default=5)
@@ -230,6 +288,7 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.quick:
         args.sequences, args.validity_tokens, args.speed_tokens, args.repeats = 40, 64, 64, 2
+        args.bars = min(args.bars, 4)
     return args
 
 
@@ -241,11 +300,12 @@ def main() -> None:
     validity_rows = run_validity(
         tokenizers, args.sequences, args.validity_tokens, decode_limit=args.sequences
     )
+    bar_rows = run_bars(tokenizers, args.sequences, args.validity_tokens, args.bars)
     batches = [int(b) for b in args.batch_sizes.split(",")]
     speed_rows = run_speed(
         tokenizers, args.speed_schemes.split(","), batches, args.speed_tokens, args.repeats
     )
-    table = report(validity_rows, speed_rows, args)
+    table = report(validity_rows, bar_rows, speed_rows, args)
     print(table)
     if args.output:
         args.output.write_text(table + "\n")
