@@ -3,6 +3,7 @@ the saved adapter reloads (PEFT's Auto class, a fresh process), merging, the dem
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -246,6 +247,27 @@ def test_demo_loads_an_adapter_folder(adapter_dir):
         torch.testing.assert_close(
             pipe.model(probe_ids()).logits, expected(probe_ids()).logits, atol=1e-5, rtol=1e-5
         )
+
+
+def test_lora_run_resumes_like_an_uninterrupted_one(tiny_model_dir, midi_folder, tmp_path, caplog):
+    def run(out: Path, steps: int) -> None:
+        extra = ["--max_steps", str(steps), "--save_strategy", "steps", "--save_steps", "2"]
+        main(lora_args(tiny_model_dir, midi_folder, out, tmp_path / "cache", *extra))
+
+    run(tmp_path / "straight", 4)
+    run(tmp_path / "resumed", 2)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="midiformers.train"):
+        run(tmp_path / "resumed", 4)  # continues from checkpoint-2 (adapter + optimizer)
+    assert any(
+        "Resuming from" in r.getMessage() and "checkpoint-2" in r.getMessage()
+        for r in caplog.records
+    )
+    straight = load_file(tmp_path / "straight" / "adapter_model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "adapter_model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], msg=key)
 
 
 @pytest.mark.parametrize(

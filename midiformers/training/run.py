@@ -386,6 +386,7 @@ def write_artefacts(trainer, tokenizer, args: tuple, metrics: dict) -> Path:
         tokenizer_preset=getattr(tokenizer, "preset", None) or tok_args.tokenizer_preset,
         num_parameters=trainer.model.num_parameters(),
         repo_id=train_args.hub_model_id,
+        extra_tags=["peft", "lora"] if model_args.lora else None,
     )
     card.save(output_dir / "README.md")
     return output_dir
