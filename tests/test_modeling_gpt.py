@@ -168,3 +168,27 @@ class TestMidiGPTRotary(TestMidiGPT):
             torch.testing.assert_close(
                 loaded(input_ids=ids, position_ids=2 * positions).logits, reference
             )
+
+
+def test_resize_position_embeddings_keeps_learned_rows():
+    """The learned position table grows (old rows kept, new ones usable) and shrinks, for the
+    language model and its heads alike; rotary models have no table to resize."""
+    from midiformers.modeling.modeling_gpt import MidiGPTForSequenceClassification
+
+    config = dict(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=4)
+    for model_class in (MidiGPTForCausalLM, MidiGPTForSequenceClassification):
+        model = model_class(MidiGPTConfig(max_position_embeddings=8, **config)).eval()
+        learned = model.get_position_embeddings().weight.detach().clone()
+        ids = random_ids(1, 12, 40)
+        with pytest.raises(ValueError, match="max_position_embeddings is 8"):
+            model(input_ids=ids)
+        model.resize_position_embeddings(16)
+        assert model.config.max_position_embeddings == 16
+        torch.testing.assert_close(model.get_position_embeddings().weight[:8], learned)
+        model(input_ids=ids)
+        model.resize_position_embeddings(4)
+        torch.testing.assert_close(model.get_position_embeddings().weight, learned[:4])
+    rotary = MidiGPTForCausalLM(MidiGPTConfig(position_embedding_type="rotary", **config))
+    assert rotary.get_position_embeddings() is None
+    with pytest.raises(ValueError, match="rotary"):
+        rotary.resize_position_embeddings(16)

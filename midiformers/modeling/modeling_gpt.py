@@ -81,6 +81,14 @@ class MidiGPTPreTrainedModel(PreTrainedModel):
         "attentions": OutputRecorder(MidiSelfAttention, index=1),
     }
 
+    def get_position_embeddings(self) -> nn.Embedding | None:
+        """The base model's learned position table (None with rotary positions)."""
+        return self.model.get_position_embeddings()
+
+    def resize_position_embeddings(self, new_num_position_embeddings: int) -> None:
+        """Resize the base model's learned position table (see ``MidiGPTModel``)."""
+        self.model.resize_position_embeddings(new_num_position_embeddings)
+
 
 class MidiGPTModel(MidiGPTPreTrainedModel):
     """Token (+ absolute position) embeddings, ``num_hidden_layers`` blocks and a final norm."""
@@ -107,6 +115,28 @@ class MidiGPTModel(MidiGPTPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
+
+    def get_position_embeddings(self) -> nn.Embedding | None:
+        """The learned position table (None with rotary positions)."""
+        return self.embed_positions
+
+    def resize_position_embeddings(self, new_num_position_embeddings: int) -> None:
+        """Grow or shrink the learned position table to ``new_num_position_embeddings`` rows and
+        set ``config.max_position_embeddings``: learned rows are kept, new rows initialised."""
+        if self.embed_positions is None:
+            raise ValueError(
+                "resize_position_embeddings: position_embedding_type 'rotary' has no position "
+                "table; rotary positions need no resizing"
+            )
+        old = self.embed_positions.weight
+        self.config.max_position_embeddings = new_num_position_embeddings
+        resized = nn.Embedding(new_num_position_embeddings, old.shape[1])
+        resized.to(device=old.device, dtype=old.dtype)
+        self._init_weights(resized)
+        kept = min(new_num_position_embeddings, old.shape[0])
+        with torch.no_grad():
+            resized.weight[:kept] = old[:kept]
+        self.embed_positions = resized
 
     def _check_positions(
         self, position_ids: torch.LongTensor, total_length: int | torch.Tensor, given: bool
