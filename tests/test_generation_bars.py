@@ -180,3 +180,11 @@ def test_bad_bar_counts(tokenizers):
     state = grammar.initial_state(1, torch.device("cpu"))
     with pytest.raises(ValueError, match="does not count bars"):
         grammar.with_max_bars(2).allowed_tokens(state)
+
+
+def test_num_bars_set_when_the_pipeline_is_built(tokenizers):
+    tokenizer = tokenizers["remi"]
+    model = tiny_model(*GPT, tokenizer)
+    generator = pipeline("midi-generation", model=model, tokenizer=tokenizer, num_bars=4)
+    assert_bars(tokenizer, [generator(max_new_tokens=60, seed=0)["token_ids"]], 4)
+    assert_bars(tokenizer, [generator(max_new_tokens=60, seed=0, num_bars=2)["token_ids"]], 2)

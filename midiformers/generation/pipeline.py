@@ -73,12 +73,12 @@ class MidiGenerationPipeline(Pipeline):
                 "The midi-generation pipeline needs a midiformers MidiTokenizer "
                 f"(got {type(self.tokenizer).__name__})."
             )
-        self._grammar: MidiGrammar | None = None
+        self._grammar: MidiGrammar | None = getattr(self, "_grammar", None)
 
     @property
     def grammar(self) -> MidiGrammar:
         """The tokenizer's grammar, compiled once per pipeline."""
-        if self._grammar is None:
+        if getattr(self, "_grammar", None) is None:  # also read while the base class sets up
             self._grammar = MidiGrammar.for_tokenizer(self.tokenizer)
         return self._grammar
 
