@@ -301,5 +301,7 @@ def test_lora_on_a_recurrent_model_is_refused(tmp_path, midi_tokenizer):
     config = MidiLSTMConfig(vocab_size=len(midi_tokenizer), embedding_size=8, hidden_size=8)
     MidiLSTMForCausalLM(config).save_pretrained(folder)
     args = ["--lora", "--model_name_or_path", str(folder), "--output_dir", str(tmp_path / "o")]
-    with pytest.raises(RecipeError, match="LoRA has no default target modules"):
+    with pytest.raises(RecipeError, match="model_type is 'gpt' but .* holds a 'lstm' model"):
         main(args)
+    with pytest.raises(RecipeError, match="LoRA has no default target modules"):
+        main([*args, "--model_type", "lstm"])

@@ -76,8 +76,9 @@ def lora_settings(model_args: Any) -> dict[str, Any] | None:
     """The LoRA options of ``model_args`` with defaults filled in, or None without ``lora``.
 
     Raises:
-        LoraError: LoRA options given without ``lora: true``, or ``lora`` without a model to
-            adapt (``model_name_or_path``).
+        LoraError: LoRA options given without ``lora: true``, ``lora`` without a model to
+            adapt (``model_name_or_path``), a ``model_type`` other than the model's, or an
+            architecture without default target modules.
     """
     names = [*LORA_DEFAULTS, "lora_target_modules"]
     if not model_args.lora:
@@ -95,17 +96,24 @@ def lora_settings(model_args: Any) -> dict[str, Any] | None:
             settings[name] = default
     if settings["lora_target_modules"] is not None and not settings["lora_target_modules"]:
         raise LoraError("lora_target_modules: give at least one module name")
-    if settings["lora_target_modules"] is None:  # the base model's architecture needs defaults
-        from transformers import AutoConfig
+    from transformers import AutoConfig
 
-        source = model_args.model_name_or_path
-        try:
-            model_type = AutoConfig.from_pretrained(source).model_type
-        except (OSError, ValueError) as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            raise LoraError(
-                f"model_name_or_path: cannot read the model {source!r}: {reason}"
-            ) from None
+    from ..modeling import architecture_for
+
+    source = model_args.model_name_or_path
+    try:
+        model_type = AutoConfig.from_pretrained(source).model_type
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise LoraError(f"model_name_or_path: cannot read the model {source!r}: {reason}") from None
+    recipe_arch = architecture_for(model_args.model_type, missing_ok=True)
+    base_arch = architecture_for(model_type, missing_ok=True)
+    if recipe_arch is not None and base_arch is not None and recipe_arch is not base_arch:
+        raise LoraError(
+            f"model_type is {recipe_arch.name!r} but {source} holds a {base_arch.name!r} model; "
+            f"set model_type: {base_arch.name}"
+        )
+    if settings["lora_target_modules"] is None:  # the base model's architecture needs defaults
         default_target_modules(model_type)
     return settings
 
