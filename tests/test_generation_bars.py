@@ -59,12 +59,32 @@ def bars_decoded(tokenizer: MidiTokenizer, ids: list[int]) -> int:
     return bars_written(plain, plain.encode_midi(score))
 
 
+def bar_starts(score, num_bars: int) -> list[int]:
+    """Ticks where bars 1 .. num_bars + 1 start, from the score's meters."""
+    meters = sorted((ts.time, ts.numerator, ts.denominator) for ts in score.time_signatures)
+    starts, tick = [], 0
+    for _ in range(num_bars + 1):
+        starts.append(tick)
+        numerator, denominator = next(
+            ((n, d) for time, n, d in reversed(meters) if time <= tick), (4, 4)
+        )
+        tick += numerator * score.ticks_per_quarter * 4 // denominator
+    return starts
+
+
 def assert_bars(tokenizer: MidiTokenizer, rows: list[list[int]], num_bars: int) -> None:
+    """Valid, N Bar tokens, N bars when decoded and encoded again, every note ends by the end
+    of bar N and one starts in it."""
     for row in rows:
         check = check_sequence(tokenizer, row)
         assert check.is_valid, check.errors
         assert bars_written(tokenizer, row) == num_bars
         assert bars_decoded(tokenizer, row) == num_bars
+        score = tokenizer.to_score(row)
+        starts = bar_starts(score, num_bars)
+        notes = [note for track in score.tracks for note in track.notes]
+        assert max(note.end for note in notes) <= starts[-1]
+        assert max(note.time for note in notes) >= starts[-2]
 
 
 @pytest.mark.parametrize("name", BAR_SCHEMES)

@@ -1,9 +1,11 @@
 """Pieces of exactly N bars, for schemes with ``Bar`` tokens (``MidiGrammar.with_max_bars``).
 
-A state that counts bars holds ``bars``: ``(batch, 2)``, the Bar tokens so far and whether a
-note started since the last one. With ``max_bars = N`` no token may start bar N + 1, EOS waits
+A state that counts bars holds ``bars``: ``(batch, 3)``, the Bar tokens so far, whether a
+note started since the last one and the ticks per position of the current meter (positions and
+durations count in 1/8 of the meter's beat, so their length in time depends on the meter). With ``max_bars = N`` no token may start bar N + 1, EOS waits
 until bar N has started and holds a note (so the piece has N bars when decoded and encoded
-again), and under a length budget a token is only allowed if the piece can still reach the end
+again), no Duration lets a note sound past the end of bar N (the bars still to come count at
+their shortest length in ticks, as their meter is not known yet), and under a length budget a token is only allowed if the piece can still reach the end
 of bar N within the tokens left: :meth:`BarCounter.cost_table` holds, for every number of bars
 still to start, last token type and note flag, the fewest tokens to a state where EOS is
 allowed (a shortest path in miditok's type graph).
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ._compiler import NOTE_ON_TYPES, PREV, split_token
+from ._compiler import BAR, NOTE_ON_TYPES, POSITION, PREV, split_token
 
 if TYPE_CHECKING:
     from ._compiler import CompiledGrammar
@@ -23,13 +25,23 @@ if TYPE_CHECKING:
 
 Tables = dict[str, torch.Tensor]
 _UNREACHABLE = 1 << 30
-_COUNT, _FLAG = 0, 1
+_COUNT, _FLAG, _TICKS = 0, 1, 2
+_NONE = -(1 << 20)  # "no such Duration in the token" in the duration tables
 
 
 class BarCounter:
     """Bar bookkeeping of one compiled grammar: per-token tables and the cost tables."""
 
     def __init__(self, compiled: CompiledGrammar):
+        rules = compiled.rules
+        self.bar_lengths = torch.tensor(rules.bar_lengths)
+        self.positions_per_beat = rules.positions_per_beat
+        self.meters = rules.meters()  # (numerator, denominator) of every TimeSig, and 4/4
+        self.ticks_per_position = rules.ticks_per_position
+        self.shortest_bar = min(
+            rules.positions_per_bar(n, d) * rules.ticks_per_position(d) for n, d in self.meters
+        )  # in ticks
+        self.initial_ticks = rules.ticks_per_position(rules.default_meter[1])
         self.transitions = compiled.transitions
         self.completion = compiled.completion
         self.bar_type = compiled.type_index["Bar"]
@@ -40,9 +52,9 @@ class BarCounter:
         self.ended_type = compiled.ended_type
         self._costs: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
         compiled.tables.update(self._tables(compiled))
+        compiled.tables.update(self._duration_tables(compiled))
 
-    @staticmethod
-    def _tables(compiled: CompiledGrammar) -> Tables:
+    def _tables(self, compiled: CompiledGrammar) -> Tables:
         kinds = [split_token(t)[0] for t in compiled.base_tokens] + ["PAD"]
         base_bar = torch.tensor([kind == "Bar" for kind in kinds])
         base_note = torch.tensor([kind in NOTE_ON_TYPES for kind in kinds])
@@ -56,13 +68,60 @@ class BarCounter:
             has_bar.append(last_bar >= 0)
             note_after.append(any(notes))
             sets_flag.append(any(notes) and last_bar < 0)
+        base_ticks = [
+            self.ticks_per_position(int(t.split("/")[1])) if kind == "TimeSig" else 0
+            for kind, t in (split_token(token) for token in compiled.base_tokens)
+        ]
         return {
+            "bar_base_ticks": torch.tensor([*base_ticks, 0], dtype=torch.long),
             "bar_base_bar": base_bar.long(),
             "bar_base_note": base_note.long(),
             "bar_count": torch.tensor(count, dtype=torch.long),
             "bar_has_bar": torch.tensor(has_bar),
             "bar_note_after": torch.tensor(note_after, dtype=torch.long),
             "bar_sets_flag": torch.tensor(sets_flag, dtype=torch.long),
+        }
+
+    def _duration(self, value: str) -> int:
+        """Positions a ``Duration`` token lasts (``beats.steps.resolution``)."""
+        beats, steps, resolution = map(int, value.split("."))
+        return (beats * resolution + steps) * self.positions_per_beat // resolution
+
+    def _duration_tables(self, compiled: CompiledGrammar) -> Tables:
+        """Per vocabulary token, the latest note end of its Durations, by where they start:
+        at the incoming position (``incoming``: the Duration, in positions), at a Position of
+        the incoming bar (``absolute``: Position + Duration), after ``j`` Bars of the token
+        (``later``, in ticks: the note's end in its bar, plus ``j - 1`` shortest bars; in the
+        meter of the token's TimeSig, or the slowest one)."""
+        slowest = max(self.ticks_per_position(d) for _, d in self.meters)
+        expansion, length = compiled.tables["expansion"], compiled.tables["expansion_length"]
+        tokens = [split_token(t) for t in compiled.base_tokens] + [("PAD", "None")]
+        columns: dict[str, list[int]] = {"incoming": [], "absolute": [], "later": []}
+        for row, size in zip(expansion[:-1].tolist(), length[:-1].tolist()):
+            ends = dict.fromkeys(columns, _NONE)
+            position, bars, ticks = None, 0, slowest
+            for kind, value in (tokens[b] for b in row[:size]):
+                if kind == "Bar":
+                    position, bars, ticks = None, bars + 1, slowest
+                elif kind == "TimeSig":
+                    ticks = self.ticks_per_position(int(value.split("/")[1]))
+                elif kind == "Position":
+                    position = int(value)
+                elif kind == "Duration":
+                    end = self._duration(value)
+                    if bars:
+                        end = (end + (position or 0)) * ticks + (bars - 1) * self.shortest_bar
+                        name = "later"
+                    elif position is None:
+                        name = "incoming"
+                    else:
+                        name, end = "absolute", end + position
+                    ends[name] = max(ends[name], end)
+            for name, end in ends.items():
+                columns[name].append(end)
+        return {
+            f"bar_end_{name}": torch.tensor(values, dtype=torch.long)
+            for name, values in columns.items()
         }
 
     # ------------------------------------------------------------------ costs
@@ -117,21 +176,45 @@ class BarCounter:
 
     # ------------------------------------------------------------------ runtime
 
+    def initial_bars(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        """The ``bars`` tensor of a fresh state: no bar, no note, the default meter."""
+        bars = torch.zeros(batch_size, 3, dtype=torch.long, device=device)
+        bars[:, _TICKS] = self.initial_ticks
+        return bars
+
     @staticmethod
     def advance(state: GrammarState, base: torch.LongTensor, tables: Tables) -> None:
         is_bar = tables["bar_base_bar"][base]
         note = tables["bar_base_note"][base]
+        ticks = tables["bar_base_ticks"][base]
         bars = state.bars
         flag = torch.where(is_bar > 0, 0, bars[:, _FLAG] | note)
-        state.bars = torch.stack([bars[:, _COUNT] + is_bar, flag], dim=1)
+        ticks = torch.where(ticks > 0, ticks, bars[:, _TICKS])
+        state.bars = torch.stack([bars[:, _COUNT] + is_bar, flag, ticks], dim=1)
 
     def restrict(
         self, allowed: torch.Tensor, state: GrammarState, max_bars: int, tables: Tables
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask tokens that start bar ``max_bars + 1``; return :meth:`row_cost`."""
+        """Mask tokens that start bar ``max_bars + 1`` or hold a note past the end of bar
+        ``max_bars``; return :meth:`row_cost`."""
         row_cost, left = self.row_cost(state, max_bars)
         allowed &= tables["bar_count"].unsqueeze(0) <= left.unsqueeze(1)
+        registers = state.registers
+        after = left.clamp(min=0) * self.shortest_bar  # ticks of the bars still to start, at least
+        # positions of the current meter up to the end of bar max_bars
+        room = self.on(left.device)[registers[:, BAR]] + after // state.bars[:, _TICKS]
+        room = room.unsqueeze(1)
+        position = registers[:, POSITION].unsqueeze(1)
+        allowed &= position + tables["bar_end_incoming"].unsqueeze(0) <= room
+        allowed &= tables["bar_end_absolute"].unsqueeze(0) <= room
+        allowed &= tables["bar_end_later"].unsqueeze(0) <= after.unsqueeze(1)
         return row_cost, left
+
+    def on(self, device: torch.device) -> torch.Tensor:
+        """The bar lengths (indexed by the ``bar`` register) on ``device``."""
+        if self.bar_lengths.device != device:
+            self.bar_lengths = self.bar_lengths.to(device)
+        return self.bar_lengths
 
     def row_cost(self, state: GrammarState, max_bars: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's fewest tokens to an end after bar ``max_bars``, and the bars it may

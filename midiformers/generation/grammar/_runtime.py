@@ -194,7 +194,7 @@ class MidiGrammar:
         state = GrammarState(registers=registers.repeat(batch_size, 1))
         self.rules.init_state(state, batch_size, device)
         if self.max_bars is not None:
-            state.bars = torch.zeros(batch_size, 2, dtype=torch.long, device=device)
+            state.bars = self.bars.initial_bars(batch_size, device)
         return state
 
     def _reset_rows(self, state: GrammarState, rows: torch.Tensor) -> None:
@@ -203,7 +203,7 @@ class MidiGrammar:
             return
         fresh = self.initial_state(state.batch_size, state.prev.device)
         if state.bars is not None and fresh.bars is None:
-            fresh.bars = torch.zeros_like(state.bars)
+            fresh.bars = self.bars.initial_bars(state.batch_size, state.bars.device)
         for name in GrammarState._TENSORS:
             current = getattr(state, name)
             if current is None:

@@ -36,6 +36,28 @@ class RemiRules(SchemeRules):
     def start_types(self, graph: dict[str, set[str]]) -> set[str]:
         return {"Bar"}
 
+    default_meter = TIME_SIGNATURE
+
+    def meters(self) -> list[tuple[int, int]]:
+        """The meter before any TimeSig and the meter of every TimeSig token."""
+        meters = {tuple(TIME_SIGNATURE)}
+        for token in self.miditok.vocab:
+            kind, value = split_token(token)
+            if kind == "TimeSig":
+                meters.add(tuple(map(int, value.split("/"))))
+        return sorted(meters)
+
+    def ticks_per_position(self, denominator: int) -> int:
+        """Ticks of one position in a meter with this denominator."""
+        return self.miditok._compute_ticks_per_pos(self.miditok._tpb_per_ts[denominator])
+
+    @property
+    def positions_per_beat(self) -> int:
+        """Positions per beat of the meter's denominator (the same for every denominator)."""
+        tok = self.miditok
+        ticks_per_beat = tok._tpb_per_ts[TIME_SIGNATURE[1]]
+        return ticks_per_beat // tok._compute_ticks_per_pos(ticks_per_beat)
+
     def positions_per_bar(self, numerator: int, denominator: int) -> int:
         """Positions in a bar of this time signature (miditok's own arithmetic)."""
         tok = self.miditok
