@@ -44,7 +44,8 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
         allow_empty: allow EOS before the first note (by default a piece has at least one).
         max_bars: end every piece after exactly this many bars (schemes with Bar tokens: REMI):
             no token starts bar ``max_bars + 1``, EOS comes once bar ``max_bars`` has started and
-            holds a note, and a length budget steers the piece to get there in time. Bars of
+            holds a note, no note sounds past its end, and a length budget steers the piece to
+            get there in time. Bars of
             the prompt and ``context_ids`` count. See :meth:`MidiGrammar.with_max_bars`.
 
     Raises:

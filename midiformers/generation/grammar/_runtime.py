@@ -139,9 +139,9 @@ class MidiGrammar:
         """This grammar for pieces of exactly ``max_bars`` bars (sharing the compiled tables).
 
         No token may start bar ``max_bars + 1``; EOS waits until bar ``max_bars`` has started
-        and holds a note; under a length budget the piece is steered to reach it in time. The
-        bars of every token count, prompt and ``context_ids`` included. Notes keep the
-        Duration they are given, so a note of the last bar may sound past its end.
+        and holds a note; no Duration lets a note sound past the end of bar ``max_bars``;
+        under a length budget the piece is steered to reach it in time. The bars of every
+        token count, prompt and ``context_ids`` included.
 
         Raises:
             UnsupportedGrammarError: the scheme has no Bar tokens (only REMI has them).
