@@ -103,18 +103,22 @@ def test_random_logits_end_after_exactly_n_bars(tokenizers, name, num_bars, new_
             assert set(row[end + 1 :]) <= {tokenizer.pad_token_id, tokenizer.eos_token_id}
 
 
-def test_the_bar_limit_never_masks_real_pieces(tokenizers, valid_midi_paths):
-    """Teacher forcing with max_bars = the piece's own bar count: every real token is allowed,
-    and EOS only after the last bar has a note."""
-    tokenizer = tokenizers["remi"]
-    piece = tokenizer.encode_midi(valid_midi_paths[0])[:400]
-    bars = bars_written(tokenizer, piece)
-    ids = torch.tensor([[tokenizer.bos_token_id, *piece]])
-    processor = MidiGrammarLogitsProcessor(tokenizer, max_bars=bars)
-    for t in range(1, ids.shape[1]):
-        assert processor.allowed_tokens(ids[:, :t])[0, ids[0, t]], t
-    fewer = MidiGrammarLogitsProcessor(tokenizer, max_bars=bars + 1)
-    assert not fewer.allowed_tokens(ids)[0, tokenizer.eos_token_id]
+@pytest.mark.parametrize("name", BAR_SCHEMES)
+def test_the_bar_limit_never_masks_real_pieces(tokenizers, valid_midi_paths, name):
+    """Teacher forcing with max_bars = each piece's own bar count (meter changes, long notes
+    ringing over bar lines, BPE merges across bars): every real token is allowed, and EOS is
+    allowed at the end but not one bar earlier."""
+    tokenizer = tokenizers[name]
+    for path in valid_midi_paths:
+        piece = tokenizer.encode_midi(path)
+        bars = bars_written(tokenizer, piece)
+        ids = torch.tensor([[tokenizer.bos_token_id, *piece]])
+        processor = MidiGrammarLogitsProcessor(tokenizer, max_bars=bars)
+        for t in range(1, ids.shape[1]):
+            assert processor.allowed_tokens(ids[:, :t])[0, ids[0, t]], (path.name, t)
+        assert processor.allowed_tokens(ids)[0, tokenizer.eos_token_id]
+        more = MidiGrammarLogitsProcessor(tokenizer, max_bars=bars + 1)
+        assert not more.allowed_tokens(ids)[0, tokenizer.eos_token_id]
 
 
 @pytest.mark.parametrize(

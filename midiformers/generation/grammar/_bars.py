@@ -1,14 +1,20 @@
 """Pieces of exactly N bars, for schemes with ``Bar`` tokens (``MidiGrammar.with_max_bars``).
 
-A state that counts bars holds ``bars``: ``(batch, 3)``, the Bar tokens so far, whether a
-note started since the last one and the ticks per position of the current meter (positions and
-durations count in 1/8 of the meter's beat, so their length in time depends on the meter). With ``max_bars = N`` no token may start bar N + 1, EOS waits
-until bar N has started and holds a note (so the piece has N bars when decoded and encoded
-again), no Duration lets a note sound past the end of bar N (the bars still to come count at
-their shortest length in ticks, as their meter is not known yet), and under a length budget a token is only allowed if the piece can still reach the end
-of bar N within the tokens left: :meth:`BarCounter.cost_table` holds, for every number of bars
-still to start, last token type and note flag, the fewest tokens to a state where EOS is
-allowed (a shortest path in miditok's type graph).
+A state that counts bars holds ``bars``: ``(batch, 4)``: the Bar tokens so far, whether a note
+started since the last one, the ticks per position of the current meter (positions and
+durations count in 1/8 of the meter's beat, so their length in time depends on the meter) and
+``ring``, the ticks from the start of the current bar to the end of the latest note.
+
+With ``max_bars = N``: no token may start bar N + 1; EOS waits until bar N has started and
+holds a note (so the piece has N bars when decoded and encoded again); no note may sound past
+the end of bar N. For the last rule the grammar keeps ``ring <= T * (1 + left)`` (``T`` the
+current bar's ticks, ``left`` the bars still to start), i.e. every note ends in time if the
+meter does not change: a Duration must keep it, and a TimeSig may only shorten the bars if the
+notes still sounding fit (the current meter always does, so nothing gets stuck). Under a length
+budget a token is only allowed if the piece can still reach the end of bar N within the tokens
+left: :meth:`BarCounter.cost_table` holds, for every number of bars still to start, last token
+type and note flag, the fewest tokens to a state where EOS is allowed (a shortest path in
+miditok's type graph).
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ if TYPE_CHECKING:
 
 Tables = dict[str, torch.Tensor]
 _UNREACHABLE = 1 << 30
-_COUNT, _FLAG, _TICKS = 0, 1, 2
+_COUNT, _FLAG, _TICKS, _RING = 0, 1, 2, 3
 _NONE = -(1 << 20)  # "no such Duration in the token" in the duration tables
+_BIG = 1 << 20  # "no such TimeSig in the token"
 
 
 class BarCounter:
@@ -38,9 +45,7 @@ class BarCounter:
         self.positions_per_beat = rules.positions_per_beat
         self.meters = rules.meters()  # (numerator, denominator) of every TimeSig, and 4/4
         self.ticks_per_position = rules.ticks_per_position
-        self.shortest_bar = min(
-            rules.positions_per_bar(n, d) * rules.ticks_per_position(d) for n, d in self.meters
-        )  # in ticks
+        self.bar_ticks = rules.positions_per_bar
         self.initial_ticks = rules.ticks_per_position(rules.default_meter[1])
         self.transitions = compiled.transitions
         self.completion = compiled.completion
@@ -72,7 +77,13 @@ class BarCounter:
             self.ticks_per_position(int(t.split("/")[1])) if kind == "TimeSig" else 0
             for kind, t in (split_token(token) for token in compiled.base_tokens)
         ]
+        durations = [
+            self._duration(value) if kind == "Duration" else _NONE
+            for kind, value in (split_token(token) for token in compiled.base_tokens)
+        ]
         return {
+            "bar_positions": self.bar_lengths,
+            "bar_base_duration": torch.tensor([*durations, _NONE], dtype=torch.long),
             "bar_base_ticks": torch.tensor([*base_ticks, 0], dtype=torch.long),
             "bar_base_bar": base_bar.long(),
             "bar_base_note": base_note.long(),
@@ -88,37 +99,58 @@ class BarCounter:
         return (beats * resolution + steps) * self.positions_per_beat // resolution
 
     def _duration_tables(self, compiled: CompiledGrammar) -> Tables:
-        """Per vocabulary token, the latest note end of its Durations, by where they start:
-        at the incoming position (``incoming``: the Duration, in positions), at a Position of
-        the incoming bar (``absolute``: Position + Duration), after ``j`` Bars of the token
-        (``later``, in ticks: the note's end in its bar, plus ``j - 1`` shortest bars; in the
-        meter of the token's TimeSig, or the slowest one)."""
-        slowest = max(self.ticks_per_position(d) for _, d in self.meters)
+        """What each vocabulary token needs to keep every note inside bar ``max_bars``:
+
+        * ``incoming`` / ``absolute``: the latest note end (positions of the current meter) of
+          its Durations in the incoming bar, at the incoming position / after a Position;
+        * ``opening``: ticks of the bar of a TimeSig that opens the token (before any Bar):
+          the sounding notes must fit ``opening * (1 + left)``;
+        * ``inner``: ``max(ceil(E / L) - 1 + j)`` over its notes in a bar of meter length ``L``
+          that the token's TimeSig opens, ``j`` Bars into it, ending ``E`` ticks into that bar
+          (or, for a note of an earlier bar of the token, how far it rings into that bar);
+          the bars still to start must be at least that many;
+        * ``meter`` / ``meter_bars``: the shortest bar that a TimeSig after a Bar of the token
+          opens, and the most Bars before one: the notes sounding when the token starts must
+          fit ``meter * (1 + left - meter_bars)`` after the incoming bar.
+        """
         expansion, length = compiled.tables["expansion"], compiled.tables["expansion_length"]
         tokens = [split_token(t) for t in compiled.base_tokens] + [("PAD", "None")]
-        columns: dict[str, list[int]] = {"incoming": [], "absolute": [], "later": []}
+        names = ("incoming", "absolute", "opening", "inner", "meter", "meter_bars")
+        columns: dict[str, list[int]] = {name: [] for name in names}
         for row, size in zip(expansion[:-1].tolist(), length[:-1].tolist()):
-            ends = dict.fromkeys(columns, _NONE)
-            position, bars, ticks = None, 0, slowest
+            found = {"incoming": _NONE, "absolute": _NONE, "opening": _BIG, "inner": _NONE}
+            found.update(meter=_BIG, meter_bars=0)
+            position, bars = None, 0
+            ticks, bar = 0, 0  # the meter of the token's current bar (0: the incoming one)
+            ends: list[int] = []  # note ends of the token's earlier bars, ticks into this bar
             for kind, value in (tokens[b] for b in row[:size]):
                 if kind == "Bar":
-                    position, bars, ticks = None, bars + 1, slowest
+                    ends = [end - bar for end in ends] if bar else []
+                    position, bars, ticks, bar = None, bars + 1, 0, 0
                 elif kind == "TimeSig":
-                    ticks = self.ticks_per_position(int(value.split("/")[1]))
+                    numerator, denominator = map(int, value.split("/"))
+                    ticks = self.ticks_per_position(denominator)
+                    bar = self.bar_ticks(numerator, denominator) * ticks
+                    if bars == 0:
+                        found["opening"] = bar
+                    else:
+                        found["meter"] = min(found["meter"], bar)
+                        found["meter_bars"] = max(found["meter_bars"], bars)
+                    for end in ends:
+                        found["inner"] = max(found["inner"], -(-end // bar) - 1 + bars)
                 elif kind == "Position":
                     position = int(value)
                 elif kind == "Duration":
-                    end = self._duration(value)
-                    if bars:
-                        end = (end + (position or 0)) * ticks + (bars - 1) * self.shortest_bar
-                        name = "later"
-                    elif position is None:
-                        name = "incoming"
+                    span = self._duration(value)
+                    if not ticks:  # the incoming bar, in its own meter
+                        name = "incoming" if position is None else "absolute"
+                        found[name] = max(found[name], span + (position or 0))
                     else:
-                        name, end = "absolute", end + position
-                    ends[name] = max(ends[name], end)
-            for name, end in ends.items():
-                columns[name].append(end)
+                        end = (span + (position or 0)) * ticks
+                        ends.append(end)
+                        found["inner"] = max(found["inner"], -(-end // bar) - 1 + bars)
+            for name in names:
+                columns[name].append(found[name])
         return {
             f"bar_end_{name}": torch.tensor(values, dtype=torch.long)
             for name, values in columns.items()
@@ -178,7 +210,7 @@ class BarCounter:
 
     def initial_bars(self, batch_size: int, device: torch.device) -> torch.Tensor:
         """The ``bars`` tensor of a fresh state: no bar, no note, the default meter."""
-        bars = torch.zeros(batch_size, 3, dtype=torch.long, device=device)
+        bars = torch.zeros(batch_size, 4, dtype=torch.long, device=device)
         bars[:, _TICKS] = self.initial_ticks
         return bars
 
@@ -186,11 +218,16 @@ class BarCounter:
     def advance(state: GrammarState, base: torch.LongTensor, tables: Tables) -> None:
         is_bar = tables["bar_base_bar"][base]
         note = tables["bar_base_note"][base]
-        ticks = tables["bar_base_ticks"][base]
-        bars = state.bars
+        new_ticks = tables["bar_base_ticks"][base]
+        span = tables["bar_base_duration"][base]
+        bars, registers = state.bars, state.registers
+        ticks, ring = bars[:, _TICKS], bars[:, _RING]
         flag = torch.where(is_bar > 0, 0, bars[:, _FLAG] | note)
-        ticks = torch.where(ticks > 0, ticks, bars[:, _TICKS])
-        state.bars = torch.stack([bars[:, _COUNT] + is_bar, flag, ticks], dim=1)
+        ring = torch.maximum(ring, (registers[:, POSITION] + span) * ticks)
+        bar = tables["bar_positions"][registers[:, BAR]] * ticks
+        ring = torch.where(is_bar > 0, (ring - bar).clamp(min=0), ring)
+        ticks = torch.where(new_ticks > 0, new_ticks, ticks)
+        state.bars = torch.stack([bars[:, _COUNT] + is_bar, flag, ticks, ring], dim=1)
 
     def restrict(
         self, allowed: torch.Tensor, state: GrammarState, max_bars: int, tables: Tables
@@ -199,22 +236,24 @@ class BarCounter:
         ``max_bars``; return :meth:`row_cost`."""
         row_cost, left = self.row_cost(state, max_bars)
         allowed &= tables["bar_count"].unsqueeze(0) <= left.unsqueeze(1)
-        registers = state.registers
-        after = left.clamp(min=0) * self.shortest_bar  # ticks of the bars still to start, at least
-        # positions of the current meter up to the end of bar max_bars
-        room = self.on(left.device)[registers[:, BAR]] + after // state.bars[:, _TICKS]
-        room = room.unsqueeze(1)
+        registers, bars = state.registers, state.bars
+        ahead = left.clamp(min=0).unsqueeze(1)
+        ticks = bars[:, _TICKS].unsqueeze(1)
+        ring = bars[:, _RING].unsqueeze(1)
+        bar = tables["bar_positions"][registers[:, BAR]].unsqueeze(1) * ticks
         position = registers[:, POSITION].unsqueeze(1)
-        allowed &= position + tables["bar_end_incoming"].unsqueeze(0) <= room
-        allowed &= tables["bar_end_absolute"].unsqueeze(0) <= room
-        allowed &= tables["bar_end_later"].unsqueeze(0) <= after.unsqueeze(1)
+        end = torch.maximum(
+            (position + tables["bar_end_incoming"].unsqueeze(0)) * ticks,
+            tables["bar_end_absolute"].unsqueeze(0) * ticks,
+        )  # latest note end of the token in the incoming bar
+        allowed &= end <= bar * (1 + ahead)
+        allowed &= ring <= tables["bar_end_opening"].unsqueeze(0) * (1 + ahead)
+        allowed &= tables["bar_end_inner"].unsqueeze(0) <= ahead
+        meter_room = tables["bar_end_meter"].unsqueeze(0) * (
+            1 + ahead - tables["bar_end_meter_bars"].unsqueeze(0)
+        )
+        allowed &= torch.maximum(ring, end) - bar <= meter_room
         return row_cost, left
-
-    def on(self, device: torch.device) -> torch.Tensor:
-        """The bar lengths (indexed by the ``bar`` register) on ``device``."""
-        if self.bar_lengths.device != device:
-            self.bar_lengths = self.bar_lengths.to(device)
-        return self.bar_lengths
 
     def row_cost(self, state: GrammarState, max_bars: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's fewest tokens to an end after bar ``max_bars``, and the bars it may

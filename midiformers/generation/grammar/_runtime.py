@@ -141,9 +141,9 @@ class MidiGrammar:
         No token may start bar ``max_bars + 1``; EOS waits until bar ``max_bars`` has started
         and holds a note; no Duration lets a note sound past the end of bar ``max_bars``;
         under a length budget the piece is steered to reach it in time. The bars of every
-        token count, prompt and ``context_ids`` included. The meters of bars not yet written
-        are unknown, so they count at the shortest meter of the vocabulary: long notes in the
-        last few bars may be refused even where the actual meter would have had room.
+        token count, prompt and ``context_ids`` included. Notes may ring into later bars as
+        long as they end in time in the current meter; a TimeSig that would shorten the bars
+        too much for the notes still sounding is refused.
 
         Raises:
             UnsupportedGrammarError: the scheme has no Bar tokens (only REMI has them).
