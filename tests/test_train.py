@@ -66,7 +66,7 @@ def test_train_script_leaves_a_complete_output_folder(tmp_path, dataset_cache):
     for plot in ("loss.png", "accuracy.png", "perplexity.png"):
         assert (out / plot).read_bytes()[:8] == PNG_SIGNATURE, plot
     samples = sorted((out / "samples").glob("*.mid"))
-    assert len(samples) >= 2  # one per evaluation (steps 2 and 4) and the final one
+    assert len(samples) >= 2  # one per evaluation (steps 2 and 4)
     for sample in samples:
         symusic.Score(str(sample))  # parses as MIDI
     card = (out / "README.md").read_text()
@@ -308,6 +308,7 @@ def test_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_one(
             "unknown key(s) for midiformers_gpt: 'num_layers'",
         ),
         (["--push_to_hub"], "push_to_hub needs hub_model_id"),
+        (["--torch_num_threads", "0"], "--torch_num_threads: must be >= 1, got 0"),
     ],
 )
 def test_bad_recipes_fail_before_training(tmp_path, dataset_cache, overrides, message):
@@ -316,6 +317,41 @@ def test_bad_recipes_fail_before_training(tmp_path, dataset_cache, overrides, me
         main([*args, *overrides])
     assert message in str(error.value)
     assert not list(tmp_path.glob("checkpoint-*"))
+
+
+def test_torch_num_threads_sets_the_threads_and_the_final_evaluation_is_not_repeated(
+    tmp_path, dataset_cache, monkeypatch
+):
+    """The recipe's ``torch_num_threads`` is what torch trains with; a run that ends with an
+    evaluation reports that one instead of evaluating (and sampling) the same model again."""
+    from midiformers.training.run import MidiTrainer
+
+    evaluations, threads = [], []
+    evaluate = MidiTrainer.evaluate
+
+    def counting_evaluate(self, *args, **kwargs):
+        evaluations.append(self.state.global_step)
+        threads.append(torch.get_num_threads())
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(MidiTrainer, "evaluate", counting_evaluate)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = tmp_path / "run"
+        args = [str(TINY), "--output_dir", str(out), "--dataset_cache_dir", str(dataset_cache)]
+        metrics = main([*args, "--torch_num_threads", "1", "--plots", "false"])
+    finally:
+        torch.set_num_threads(before)
+    assert evaluations == [2, 4] and threads == [1, 1]
+    logged = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
+    last_eval = [entry for entry in logged if "eval_loss" in entry][-1]
+    assert last_eval["step"] == 4 and metrics["eval_loss"] == last_eval["eval_loss"]
+    assert json.loads((out / "metrics.json").read_text())["eval_loss"] == last_eval["eval_loss"]
+    assert sorted(path.name for path in (out / "samples").glob("*.mid")) == [
+        "step-2-0.mid",
+        "step-4-0.mid",
+    ]
 
 
 def test_unknown_recipe_key_names_the_file(tmp_path):

@@ -186,7 +186,8 @@ class DataArguments:
         default=None, metadata={"help": "Keep only the first N evaluation blocks."}
     )
     preprocessing_num_workers: Annotated[int | None, AT_LEAST_ONE] = field(
-        default=None, metadata={"help": "Processes for tokenization."}
+        default=None,
+        metadata={"help": "Processes for building the dataset (the first time) and tokenizing."},
     )
 
 
@@ -239,6 +240,13 @@ class MidiTrainingArguments(TrainingArguments):
         default=32, metadata={"help": "Top-k of the samples (0: no limit)."}
     )
     plots: bool = field(default=True, metadata={"help": "Write PNG curves at the end."})
+    torch_num_threads: Annotated[int | None, AT_LEAST_ONE] = field(
+        default=None,
+        metadata={
+            "help": "torch CPU threads (torch.set_num_threads; default: torch's choice). Small "
+            "models train fastest on 1, and several collapse on a CPU shared with other jobs."
+        },
+    )
 
     # TrainingArguments fields redeclared (same default and help) only to declare a range.
     max_steps: Annotated[int, STEPS] = _inherited("max_steps")

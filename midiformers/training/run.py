@@ -145,6 +145,7 @@ def load_data(data_args: DataArguments, train_args: MidiTrainingArguments):
                 name,
                 cache_dir=data_args.dataset_cache_dir,
                 data_dir=data_args.data_dir,
+                num_proc=data_args.preprocessing_num_workers,
                 **(data_args.dataset_config or {}),
             )
         except ValueError as error:
@@ -366,6 +367,21 @@ def _setup_logging(train_args: MidiTrainingArguments) -> None:
     datasets.utils.logging.set_verbosity(level)
 
 
+def final_evaluation(trainer: Trainer) -> dict[str, float]:
+    """The final model's eval metrics: those logged at the last step when training ended with
+    an evaluation of this very model (no second pass, no second set of samples), else a new
+    evaluation."""
+    state = trainer.state
+    last = next((entry for entry in reversed(state.log_history) if "eval_loss" in entry), None)
+    if (
+        last is not None
+        and last.get("step") == state.global_step
+        and not trainer.args.load_best_model_at_end
+    ):
+        return {key: value for key, value in last.items() if key != "step"}
+    return trainer.evaluate()
+
+
 def write_artefacts(trainer, tokenizer, args: tuple, metrics: dict) -> Path:
     """Save model, tokenizer, card, metrics.json and plots into ``output_dir`` (main process)."""
     model_args, data_args, tok_args, train_args, model_type = args
@@ -399,6 +415,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, tok_args, train_args, recipe = parse_recipe(argv)
     _setup_logging(train_args)
     _check_launch(train_args)
+    if train_args.torch_num_threads:
+        torch.set_num_threads(train_args.torch_num_threads)
     model_type = resolve_model_type(model_args.model_type)
     task = task_for(model_type)
     if train_args.push_to_hub and not train_args.hub_model_id:
@@ -457,7 +475,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         causal=task.name == "causal",
     )
     result = trainer.train(resume_from_checkpoint=resume_from)
-    metrics = {**result.metrics, **trainer.evaluate()}
+    metrics = {**result.metrics, **final_evaluation(trainer)}
     output_dir = write_artefacts(
         trainer, tokenizer, (model_args, data_args, tok_args, train_args, model_type), metrics
     )
