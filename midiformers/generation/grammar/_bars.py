@@ -37,13 +37,17 @@ _BIG = 1 << 20  # "no such TimeSig in the token"
 
 
 class BarCounter:
-    """Bar bookkeeping of one compiled grammar: per-token tables and the cost tables."""
+    """Bar bookkeeping of one compiled grammar: per-token tables and the cost tables.
+
+    The scheme's rules describe its meters: ``bar_lengths`` (positions, indexed by the ``bar``
+    register), ``positions_per_bar``, ``ticks_per_position``, ``positions_per_beat`` and
+    ``default_meter`` (see :class:`~.remi.RemiRules`).
+    """
 
     def __init__(self, compiled: CompiledGrammar):
         rules = compiled.rules
         self.bar_lengths = torch.tensor(rules.bar_lengths)
         self.positions_per_beat = rules.positions_per_beat
-        self.meters = rules.meters()  # (numerator, denominator) of every TimeSig, and 4/4
         self.ticks_per_position = rules.ticks_per_position
         self.bar_ticks = rules.positions_per_bar
         self.initial_ticks = rules.ticks_per_position(rules.default_meter[1])

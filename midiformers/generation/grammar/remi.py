@@ -38,15 +38,6 @@ class RemiRules(SchemeRules):
 
     default_meter = TIME_SIGNATURE
 
-    def meters(self) -> list[tuple[int, int]]:
-        """The meter before any TimeSig and the meter of every TimeSig token."""
-        meters = {tuple(TIME_SIGNATURE)}
-        for token in self.miditok.vocab:
-            kind, value = split_token(token)
-            if kind == "TimeSig":
-                meters.add(tuple(map(int, value.split("/"))))
-        return sorted(meters)
-
     def ticks_per_position(self, denominator: int) -> int:
         """Ticks of one position in a meter with this denominator."""
         return self.miditok._compute_ticks_per_pos(self.miditok._tpb_per_ts[denominator])
