@@ -289,13 +289,13 @@ class MidiDatasetBuilder(datasets.GeneratorBasedBuilder):
         streaming._streaming = True
         start = self.stream_skips.mark()
         result = datasets.GeneratorBasedBuilder.as_streaming_dataset(streaming, split, base_path)
-        result = streaming._finish_streaming(result)
         if isinstance(result, datasets.IterableDatasetDict):
             for name in [name for name, part in result.items() if _has_no_sources(part)]:
                 logger.warning(
                     "%s: the %s split has no source file; it is left out", self.name, name
                 )
                 del result[name]
+        result = streaming._finish_streaming(result)
         if self.stream_skips.total > start[0]:
             logger.warning(
                 "%s (streaming): while listing the sources, %s",

@@ -22,13 +22,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import hashlib
 import io
 import logging
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import datasets
 from datasets.utils import tqdm as hf_tqdm
@@ -87,8 +87,8 @@ class MidiFolderConfig(datasets.BuilderConfig):
     test_ratio: float = 0.1
 
 
-@dataclass(frozen=True)
-class _File:
+class _File(NamedTuple):
+    # Tuples, not dataclasses: a folder of a million files keeps one per file in memory.
     path: str
     relative: str  # to the root, with "/" separators
     split: str | None
@@ -96,13 +96,17 @@ class _File:
     size: int = 0
 
 
-@dataclass(frozen=True)
-class _Piece:
+class _Piece(NamedTuple):
     """A file that passed :func:`~._common.inspect_midi`, with the digest of its bytes."""
 
     file: _File
-    sha256: str
-    stats: MidiStats
+    sha256: bytes
+    num_notes: int
+    duration_seconds: float
+
+    @property
+    def stats(self) -> MidiStats:
+        return MidiStats(self.num_notes, self.duration_seconds)
 
 
 @dataclass
@@ -196,7 +200,7 @@ def scan_midi_folder(pattern_or_dir: str, drop_labels: bool = False) -> FolderSc
         label = pieces[-2] if len(pieces) > 1 else None
         scan.files.append(_File(found.path, found.relative, split, label, found.size))
     if drop_labels or any(file.label is None for file in scan.files):
-        scan.files = [dataclasses.replace(file, label=None) for file in scan.files]
+        scan.files = [file._replace(label=None) for file in scan.files]
     return scan
 
 
@@ -294,7 +298,7 @@ class MidiFolder(MidiDatasetBuilder):
         from ..tokenization import DEFAULT_MAX_FILE_SIZE, MidiFileError
 
         pieces: list[_Piece] = []
-        first_with: dict[str, str] = {}
+        first_with: dict[bytes, str] = {}
         for file in hf_tqdm(files, desc="Checking MIDI files", unit=" files"):
             skip = None
             if file.size > DEFAULT_MAX_FILE_SIZE:
@@ -312,7 +316,7 @@ class MidiFolder(MidiDatasetBuilder):
                 except MidiFileError as error:
                     skip = (error.reason, getattr(error, "category", None))
             if skip is None:
-                digest = hashlib.sha256(data).hexdigest()
+                digest = hashlib.sha256(data).digest()
                 if self.config.deduplicate and digest in first_with:
                     skip = (f"the same bytes as {first_with[digest]}", DUPLICATE)
                 first_with.setdefault(digest, file.relative)
@@ -322,7 +326,7 @@ class MidiFolder(MidiDatasetBuilder):
                 self._record_skip(file.relative, reason, category)
                 records.append({"name": file.relative, "reason": reason, "category": category})
                 continue
-            pieces.append(_Piece(file, digest, stats))
+            pieces.append(_Piece(file, digest, stats.num_notes, stats.duration_seconds))
         return pieces
 
     def _split(self, pieces: list[_Piece]) -> dict[str, list[_Piece]]:
@@ -349,7 +353,7 @@ class MidiFolder(MidiDatasetBuilder):
                 )
                 continue
             # Checked before the split; measured again only if the file changed since.
-            same = hashlib.sha256(data).hexdigest() == piece.sha256
+            same = hashlib.sha256(data).digest() == piece.sha256
             metadata = {"source_path": file.relative}
             if has_labels:
                 metadata["label"] = file.label
