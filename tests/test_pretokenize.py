@@ -109,6 +109,27 @@ def test_dropped_pieces_are_counted_and_named(tmp_path, valid_midi_paths, midi_t
     assert train["dropped"][0]["name"] == "bad"
 
 
+def test_default_plan_gives_every_process_a_shard(tmp_path, valid_midi_paths, midi_tokenizer):
+    data = datasets.Dataset.from_dict(
+        {
+            "id": [p.stem for p in valid_midi_paths],
+            "midi": [p.read_bytes() for p in valid_midi_paths],
+        }
+    )
+    serial = pretokenize(data, midi_tokenizer, tmp_path / "one")
+    parallel = pretokenize(data, midi_tokenizer, tmp_path / "two", num_proc=2)
+    assert serial["splits"]["train"]["num_shards"] == 1
+    assert parallel["splits"]["train"]["num_shards"] == 2
+    rows = [
+        pq.read_table(tmp_path / "two" / f).to_pylist()
+        for f in parallel["splits"]["train"]["files"]
+    ]
+    assert (
+        rows[0] + rows[1]
+        == pq.read_table(tmp_path / "one" / serial["splits"]["train"]["files"][0]).to_pylist()
+    )
+
+
 # ----------------------------------------------------------------------------- resuming
 
 _CHILD = r"""

@@ -220,10 +220,11 @@ def _source_record(part: AnyDataset) -> dict[str, Any]:
     }
 
 
-def _default_num_shards(part: AnyDataset, shard_size: int) -> int:
-    if isinstance(part, datasets.Dataset):
-        return max(1, min(len(part), math.ceil(len(part) / shard_size)))
-    return max(1, min(part.num_shards, math.ceil(part.num_shards / shard_size)))
+def _default_num_shards(part: AnyDataset, shard_size: int, num_proc: int | None) -> int:
+    """One output shard per ``shard_size`` pieces (a built dataset) or source shards (a
+    stream), and at least one per process."""
+    units = len(part) if isinstance(part, datasets.Dataset) else part.num_shards
+    return max(1, min(units, max(math.ceil(units / shard_size), num_proc or 1)))
 
 
 def pretokenize(
@@ -253,7 +254,8 @@ def pretokenize(
         output_dir: the folder to write (or to resume).
         num_shards: output shards per split. By default one per ``shard_size`` pieces (a
             built dataset) or per ``shard_size`` source shards (a stream, whose shards are
-            files or row groups). A resumed run keeps the plan it started with.
+            files or row groups), and at least ``num_proc``. A resumed run keeps the plan it
+            started with.
         shard_size: see ``num_shards``.
         num_proc: processes tokenizing shards in parallel.
         add_special_tokens: BOS and EOS around each piece (as :func:`tokenize_dataset`).
@@ -287,7 +289,7 @@ def pretokenize(
         count = num_shards
         if count is None and previous and split in previous.get("splits", {}):
             count = previous["splits"][split]["num_shards"]
-        count = count or _default_num_shards(part, shard_size)
+        count = count or _default_num_shards(part, shard_size, num_proc)
         if isinstance(part, datasets.IterableDataset) and count > part.num_shards:
             raise ValueError(
                 f"num_shards={count} for split {split!r}: a stream can be cut into at most its "
