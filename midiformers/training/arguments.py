@@ -90,6 +90,8 @@ FRACTION = Range(low=0, high=1, high_open=True)
 STEPS = Range(low=1, also=(-1,), meaning="train for num_train_epochs")
 """``max_steps``: transformers 5.24 reads any negative value as "use num_train_epochs" but
 runs 0 as one step; here -1 means the former and 0 is refused."""
+STREAMING_EVAL_SAMPLES = 512
+"""Evaluation blocks read from a streamed validation split when max_eval_samples is not set."""
 
 
 def _inherited(name: str):
@@ -183,11 +185,38 @@ class DataArguments:
         default=None, metadata={"help": "Keep only the first N training blocks."}
     )
     max_eval_samples: Annotated[int | None, AT_LEAST_ONE] = field(
-        default=None, metadata={"help": "Keep only the first N evaluation blocks."}
+        default=None,
+        metadata={
+            "help": "Keep only the first N evaluation blocks (streaming: default "
+            f"{STREAMING_EVAL_SAMPLES}, read once and kept in memory)."
+        },
     )
     preprocessing_num_workers: Annotated[int | None, AT_LEAST_ONE] = field(
         default=None,
         metadata={"help": "Processes for building the dataset (the first time) and tokenizing."},
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read the corpus (or pretokenized_dir) as a stream, tokenized and packed as it "
+            "is read, instead of building it first; needs max_steps. Resuming continues the "
+            "stream where the checkpoint left it."
+        },
+    )
+    shuffle_buffer_size: Annotated[int, NON_NEGATIVE] = field(
+        default=1000,
+        metadata={
+            "help": "Streaming: training blocks held in the (seeded) shuffle buffer; the source "
+            "files are shuffled too, anew each pass (0 or 1: stream order)."
+        },
+    )
+    pretokenized_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train on a folder written by pretokenize / midiformers-pretokenize instead "
+            "of dataset_name (memory-mapped, or streamed with streaming: true); the tokenizer "
+            "saved with it is used unless the recipe names one, which must match it."
+        },
     )
 
 

@@ -33,6 +33,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from ..modeling import ARCHITECTURES, architecture_for
 from .arguments import (
+    STREAMING_EVAL_SAMPLES,
     DataArguments,
     MidiTrainingArguments,
     ModelArguments,
@@ -44,6 +45,7 @@ from .callbacks import MidiSampleCallback, plot_history
 from .checkpoints import checkpoint_problem, last_complete_checkpoint
 from .lora import apply_lora, lora_settings
 from .metrics import argmax_logits, causal_lm_metrics, classification_metrics, perplexity
+from .streaming import StreamingTrainSet, bounded_eval_set, data_state_file
 
 logger = logging.getLogger("midiformers.train")
 
@@ -103,6 +105,32 @@ class MidiTrainer(Trainer):
 
             self.compute_loss_func = smoothed_causal_loss
 
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        """A streamed training set gets a plain ``DataLoader``: each process already reads its
+        own part, and accelerate's wrappers would split it again (dropping blocks) or read
+        ahead of the trainer (so a checkpoint could not say which blocks were trained on)."""
+        if not isinstance(self.train_dataset, StreamingTrainSet):
+            return super().get_train_dataloader()
+        workers = self.args.dataloader_num_workers
+        return torch.utils.data.DataLoader(
+            self.train_dataset,
+            batch_size=self._train_batch_size,
+            collate_fn=self._get_collator_with_removed_columns(self.data_collator, "training"),
+            num_workers=workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=bool(workers) and self.args.dataloader_persistent_workers,
+            prefetch_factor=self.args.dataloader_prefetch_factor if workers else None,
+        )
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        """Also save where this process' training stream stands (before ``trainer_state.json``,
+        the file that marks a checkpoint complete)."""
+        super()._save_rng_state(output_dir)
+        stream = self.train_dataset
+        if isinstance(stream, StreamingTrainSet) and self.args.dataloader_num_workers == 0:
+            os.makedirs(output_dir, exist_ok=True)
+            stream.save(data_state_file(output_dir, self.args.process_index))
+
     def evaluation_loop(self, *args, **kwargs):
         output = super().evaluation_loop(*args, **kwargs)
         prefix = kwargs.get("metric_key_prefix", "eval")
@@ -145,7 +173,8 @@ def load_data(data_args: DataArguments, train_args: MidiTrainingArguments):
                 name,
                 cache_dir=data_args.dataset_cache_dir,
                 data_dir=data_args.data_dir,
-                num_proc=data_args.preprocessing_num_workers,
+                num_proc=None if data_args.streaming else data_args.preprocessing_num_workers,
+                streaming=data_args.streaming,
                 **(data_args.dataset_config or {}),
             )
         except ValueError as error:
@@ -155,7 +184,10 @@ def load_data(data_args: DataArguments, train_args: MidiTrainingArguments):
                     "the warnings above name them)"
                 ) from error
             raise RecipeError(f"Dataset {name!r} could not be loaded: {error}") from error
-    if "train" not in dataset or len(dataset["train"]) == 0:
+    if data_args.streaming:
+        if "train" not in dataset:
+            raise RecipeError(f"Dataset {name!r} has no training split; it has {sorted(dataset)}")
+    elif "train" not in dataset or len(dataset["train"]) == 0:
         raise RecipeError(
             f"Dataset {name!r} has no usable training pieces "
             f"(splits: { {name: len(split) for name, split in dataset.items()} })"
@@ -170,7 +202,8 @@ def load_data(data_args: DataArguments, train_args: MidiTrainingArguments):
 def tokenize(dataset, tokenizer, data_args: DataArguments, task: Task, train_args):
     from midiformers.data_scripts import tokenize_dataset
 
-    splits = datasets.DatasetDict(
+    kind = type(dataset)
+    splits = kind(
         {name: dataset[name] for name in ("train", data_args.eval_split) if name in dataset}
     )
     with train_args.main_process_first(desc="tokenizing"):
@@ -180,15 +213,29 @@ def tokenize(dataset, tokenizer, data_args: DataArguments, task: Task, train_arg
             data_args.max_length,
             mode=task.tokenize_mode,
             num_proc=data_args.preprocessing_num_workers,
-            transpose_semitones=data_args.transpose_semitones,
+            # a stream is transposed by StreamingTrainSet, whose draws a checkpoint keeps
+            transpose_semitones=0 if data_args.streaming else data_args.transpose_semitones,
             seed=train_args.seed,
         )
-    if task.label_column:
-        tokenized = tokenized.rename_column("composer", task.label_column)
-        tokenized = tokenized.remove_columns(
-            [c for c in tokenized["train"].column_names if c not in _piece_columns(task)]
-        )
+    return _select(_label_columns(tokenized, task), data_args, train_args, tokenizer)
+
+
+def _label_columns(tokenized, task: Task):
+    """Keep the columns the task's model reads, its label under the name the model takes."""
+    if not task.label_column:
+        return tokenized
+    tokenized = tokenized.rename_column("composer", task.label_column)
+    return tokenized.remove_columns(
+        [c for c in tokenized["train"].column_names if c not in _piece_columns(task)]
+    )
+
+
+def _select(tokenized, data_args: DataArguments, train_args, tokenizer):
+    """The training and evaluation sets: a stream becomes a :class:`StreamingTrainSet` (this
+    process' part, shuffled, transposed) and a bounded in-memory evaluation set."""
     train, evaluation = tokenized["train"], tokenized[data_args.eval_split]
+    if data_args.streaming:
+        return _streaming_sets(train, evaluation, data_args, train_args, tokenizer)
     if data_args.max_train_samples:
         train = train.select(range(min(len(train), data_args.max_train_samples)))
     if data_args.max_eval_samples:
@@ -200,6 +247,92 @@ def tokenize(dataset, tokenizer, data_args: DataArguments, task: Task, train_arg
             "lower max_length or check the data"
         )
     return train, evaluation
+
+
+def _streaming_sets(train, evaluation, data_args: DataArguments, train_args, tokenizer):
+    from datasets.distributed import split_dataset_by_node
+
+    from midiformers.data_scripts import PitchTranspose
+
+    if data_args.max_train_samples:
+        train = train.take(data_args.max_train_samples)
+    if data_args.shuffle_buffer_size > 1:  # the file order, anew each pass (set_epoch)
+        train = train.shuffle(seed=train_args.seed, buffer_size=1)
+    if train_args.world_size > 1:  # disjoint parts that together cover the stream
+        train = split_dataset_by_node(
+            train, rank=train_args.process_index, world_size=train_args.world_size
+        )
+    transform = None
+    if data_args.transpose_semitones:
+        transform = PitchTranspose(tokenizer, data_args.transpose_semitones, seed=train_args.seed)
+    stream = StreamingTrainSet(
+        train,
+        seed=train_args.seed + train_args.process_index,
+        buffer_size=data_args.shuffle_buffer_size,
+        transform=transform,
+    )
+    count = data_args.max_eval_samples or STREAMING_EVAL_SAMPLES
+    return stream, bounded_eval_set(evaluation, count)
+
+
+def pretokenized_tokenizer(
+    data_args: DataArguments, tok_args: TokenizerArguments, model_args: ModelArguments
+):
+    """The tokenizer of a ``pretokenized_dir`` run: the one the recipe names (checked against
+    the folder's manifest when the data is read), else the one saved with the shards."""
+    from midiformers.data_scripts.pretokenization import TOKENIZER_DIR
+
+    if tok_args.bpe_vocab_size:
+        raise RecipeError(
+            "bpe_vocab_size cannot be used with pretokenized_dir: the shards' ids fix the tokenizer"
+        )
+    source = tok_args.tokenizer_name_or_path or model_args.model_name_or_path
+    if source:
+        return transformers.AutoTokenizer.from_pretrained(source)
+    saved = os.path.join(data_args.pretokenized_dir, TOKENIZER_DIR)
+    if not os.path.isdir(saved):
+        raise RecipeError(
+            f"pretokenized_dir: {data_args.pretokenized_dir} holds no saved tokenizer "
+            f"({saved}); is it a folder written by pretokenize / midiformers-pretokenize?"
+        )
+    return transformers.AutoTokenizer.from_pretrained(saved)
+
+
+def load_pretokenized_sets(
+    tokenizer, data_args: DataArguments, task: Task, train_args: MidiTrainingArguments
+):
+    """Training and evaluation sets (and the training features) from ``pretokenized_dir``,
+    refusing a tokenizer other than the one that wrote the shards."""
+    from midiformers.data_scripts import (
+        PretokenizedFolderError,
+        TokenizerMismatchError,
+        load_pretokenized,
+    )
+
+    folder = data_args.pretokenized_dir
+    with train_args.main_process_first(desc="reading the pretokenized shards"):
+        try:
+            loaded = load_pretokenized(
+                folder,
+                tokenizer,
+                data_args.max_length,
+                mode=task.tokenize_mode,
+                streaming=data_args.streaming,
+                transpose_semitones=0 if data_args.streaming else data_args.transpose_semitones,
+                seed=train_args.seed,
+                cache_dir=data_args.dataset_cache_dir,
+            )
+        except (TokenizerMismatchError, PretokenizedFolderError) as error:
+            raise RecipeError(f"pretokenized_dir: {error}") from None
+    for split in ("train", data_args.eval_split):
+        if split not in loaded:
+            raise RecipeError(
+                f"pretokenized_dir: {folder} has no split {split!r}; it has {sorted(loaded)}"
+            )
+    features = loaded["train"].features
+    loaded = type(loaded)({name: loaded[name] for name in ("train", data_args.eval_split)})
+    train, evaluation = _select(_label_columns(loaded, task), data_args, train_args, tokenizer)
+    return train, evaluation, features
 
 
 def _piece_columns(task: Task) -> set[str]:
@@ -408,6 +541,43 @@ def write_artefacts(trainer, tokenizer, args: tuple, metrics: dict) -> Path:
     return output_dir
 
 
+def _check_streaming(
+    data_args: DataArguments, tok_args: TokenizerArguments, train_args: MidiTrainingArguments
+) -> None:
+    """What a streamed run needs, checked before any data is read."""
+    if not data_args.streaming:
+        return
+    if train_args.max_steps <= 0:
+        raise RecipeError(
+            "streaming: true needs max_steps (a stream has no length, so num_train_epochs "
+            "cannot end the run)"
+        )
+    if tok_args.bpe_vocab_size and not data_args.pretokenized_dir:
+        raise RecipeError(
+            "bpe_vocab_size trains on the whole training split, which a stream does not hold: "
+            "train the BPE tokenizer first and name it in tokenizer_name_or_path"
+        )
+
+
+def _resume_stream(train_set, resume_from: str | None, train_args: MidiTrainingArguments) -> None:
+    """Continue a streamed run where its checkpoint stopped instead of replaying the stream."""
+    if resume_from is None or not isinstance(train_set, StreamingTrainSet):
+        return
+    path = data_state_file(resume_from, train_args.process_index)
+    if not os.path.isfile(path):
+        logger.warning(
+            "%s holds no stream position for process %d (saved only with "
+            "dataloader_num_workers 0 and the same number of processes): the stream restarts "
+            "and the trainer skips the batches already trained on",
+            resume_from,
+            train_args.process_index,
+        )
+        return
+    train_set.load(path)
+    train_args.ignore_data_skip = True  # the stream itself starts after the trained blocks
+    logger.info("The training stream continues where %s stopped", resume_from)
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Run one training job; returns the final metrics."""
     import midiformers  # noqa: F401  (registers the Auto classes)
@@ -424,26 +594,38 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if not model_args.model_name_or_path:
         _check_model_config_keys(model_type, model_args.model_config or {})
     lora = lora_settings(model_args)
+    _check_streaming(data_args, tok_args, train_args)
     resume_from = _resume_checkpoint(train_args)
-    logger.info("Recipe %s: %s on %s", recipe, model_type, data_args.dataset_name)
+    source = data_args.pretokenized_dir or data_args.dataset_name
+    logger.info("Recipe %s: %s on %s", recipe, model_type, source)
     set_seed(train_args.seed)
 
-    dataset = load_data(data_args, train_args)
-    tokenizer = build_tokenizer(tok_args, model_args, dataset["train"])
-    train_set, eval_set = tokenize(dataset, tokenizer, data_args, task, train_args)
+    if data_args.pretokenized_dir:
+        tokenizer = pretokenized_tokenizer(data_args, tok_args, model_args)
+        train_set, eval_set, features = load_pretokenized_sets(
+            tokenizer, data_args, task, train_args
+        )
+    else:
+        dataset = load_data(data_args, train_args)
+        tokenizer = build_tokenizer(tok_args, model_args, dataset["train"])
+        train_set, eval_set = tokenize(dataset, tokenizer, data_args, task, train_args)
+        features = dataset["train"].features
     label_names = None
     if task.label_column:
-        label_names = dataset["train"].features["composer"].names
+        if features is None or "composer" not in features:
+            raise RecipeError(f"{source} has no composer labels for {model_type}")
+        label_names = features["composer"].names
     model = build_model(model_args, data_args, tokenizer, task, model_type, label_names)
     if lora:
         model = apply_lora(model, lora, model_args.model_name_or_path)
     logger.info(
-        "%s: %s parameters; %d training and %d evaluation examples",
+        "%s: %s parameters; %s training and %d evaluation examples",
         type(model).__name__,
         f"{model.num_parameters():,}",
-        len(train_set),
+        "streamed" if data_args.streaming else f"{len(train_set):d}",
         len(eval_set),
     )
+    _resume_stream(train_set, resume_from, train_args)
 
     push_to_hub, train_args.push_to_hub = train_args.push_to_hub, False
     if not torch.cuda.is_available():
