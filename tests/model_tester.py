@@ -51,7 +51,7 @@ OUT_OF_RANGE: tuple[tuple[str, object], ...] = (
     ("hidden_act", "no_such_activation"),
     ("pad_token_id", -1),
     ("bos_token_id", -1),
-    ("eos_token_id", [EOS, -1]),
+    ("eos_token_id", [EOS, "2"]),
 )
 """A value outside its range for every common field; each config must reject those it has."""
 
@@ -171,6 +171,8 @@ class ModelTesterMixin:
             with pytest.raises(StrictDataclassError, match=rf"{name} \({vocab_size}\) must lie in"):
                 self.get_config(**{name: vocab_size})
             self.get_config(**{name: None})
+        # transformers' "no end-of-sequence token": generate never stops early.
+        assert self.get_config(eos_token_id=-1).eos_token_id == -1
 
     def test_config_saved_before_loads(self, tmp_path):
         """A config.json written before the field validators (tests/fixtures/configs, saved by

@@ -4,6 +4,8 @@ trainable, and saved and loaded like the language models."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from model_tester import BOS, EOS, PAD, left_pad, random_ids
@@ -113,3 +115,23 @@ def test_head_round_trip(name, head, tmp_path):
         before, after = model(input_ids=ids), loaded(input_ids=ids)
     key = "start_logits" if head == "ForQuestionAnswering" else "logits"
     torch.testing.assert_close(after[key], before[key])
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+@pytest.mark.parametrize("head", HEADS)
+def test_auto_classes_build_and_load_each_head(name, head, tmp_path):
+    """The registry lists every head, and transformers' Auto class of the task builds it,
+    saves it with its ``auto_map`` and loads it back."""
+    import transformers
+
+    from midiformers.modeling import architecture_for
+
+    auto_name = "AutoModel" + head
+    head_class = architecture_for(name).heads[auto_name]
+    auto_class = getattr(transformers, auto_name)
+    model = build(name, head)
+    assert type(auto_class.from_config(model.config)) is head_class is type(model)
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["auto_map"][auto_name].endswith("." + head_class.__name__)
+    assert type(auto_class.from_pretrained(tmp_path)) is head_class

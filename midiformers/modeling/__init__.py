@@ -22,11 +22,35 @@ from .configuration_gru import MidiGRUConfig
 from .configuration_lstm import MidiLSTMConfig
 from .configuration_music_transformer import MusicTransformerConfig
 from .configuration_vae import MidiVAEConfig
-from .modeling_conformer import MidiConformerForCausalLM, MidiConformerModel
-from .modeling_gpt import MidiGPTForCausalLM, MidiGPTModel
+from .modeling_conformer import (
+    MidiConformerForCausalLM,
+    MidiConformerForQuestionAnswering,
+    MidiConformerForSequenceClassification,
+    MidiConformerForTokenClassification,
+    MidiConformerModel,
+)
+from .modeling_gpt import (
+    MidiGPTForCausalLM,
+    MidiGPTForQuestionAnswering,
+    MidiGPTForSequenceClassification,
+    MidiGPTForTokenClassification,
+    MidiGPTModel,
+)
 from .modeling_gru import MidiGRUForSequenceClassification, MidiGRUModel
-from .modeling_lstm import MidiLSTMForCausalLM, MidiLSTMModel
-from .modeling_music_transformer import MusicTransformerForCausalLM, MusicTransformerModel
+from .modeling_lstm import (
+    MidiLSTMForCausalLM,
+    MidiLSTMForQuestionAnswering,
+    MidiLSTMForSequenceClassification,
+    MidiLSTMForTokenClassification,
+    MidiLSTMModel,
+)
+from .modeling_music_transformer import (
+    MusicTransformerForCausalLM,
+    MusicTransformerForQuestionAnswering,
+    MusicTransformerForSequenceClassification,
+    MusicTransformerForTokenClassification,
+    MusicTransformerModel,
+)
 from .modeling_vae import MidiVAEForConditionalGeneration, MidiVAEModel
 
 TASKS: dict[str, tuple[str, str]] = {
@@ -55,6 +79,9 @@ class Architecture:
             sized by ``embedding_size`` and ``hidden_size`` rather than an attention layout).
         variants: named option sets worth comparing side by side (GPT's position types); the
             architecture comparison trains each.
+        extra_heads: further heads over the same base model, by the name of their transformers
+            Auto class (``{"AutoModelForSequenceClassification": ...}``); registered with
+            those Auto classes too.
     """
 
     name: str
@@ -66,6 +93,7 @@ class Architecture:
     conditioning: str | None = None
     recurrent: bool = False
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    extra_heads: Mapping[str, type] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -86,16 +114,39 @@ class Architecture:
         return TASKS[self.task][1]
 
     @property
+    def heads(self) -> dict[str, type]:
+        """Every model class with a head, by the name of its transformers Auto class."""
+        return {self.auto_class: self.model_class, **self.extra_heads}
+
+    @property
     def generates(self) -> bool:
         """Whether the model writes music (``generate``), rather than classifying it."""
         return self.task == "causal-lm"
+
+
+def _heads(sequence: type, token: type, span: type) -> dict[str, type]:
+    return {
+        "AutoModelForSequenceClassification": sequence,
+        "AutoModelForTokenClassification": token,
+        "AutoModelForQuestionAnswering": span,
+    }
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     arch.name: arch
     for arch in (
         Architecture(
-            "lstm", "LSTM", MidiLSTMConfig, MidiLSTMModel, MidiLSTMForCausalLM, recurrent=True
+            "lstm",
+            "LSTM",
+            MidiLSTMConfig,
+            MidiLSTMModel,
+            MidiLSTMForCausalLM,
+            recurrent=True,
+            extra_heads=_heads(
+                MidiLSTMForSequenceClassification,
+                MidiLSTMForTokenClassification,
+                MidiLSTMForQuestionAnswering,
+            ),
         ),
         Architecture(
             "gpt",
@@ -107,6 +158,11 @@ ARCHITECTURES: dict[str, Architecture] = {
                 "absolute": {"position_embedding_type": "absolute"},
                 "rotary": {"position_embedding_type": "rotary"},
             },
+            extra_heads=_heads(
+                MidiGPTForSequenceClassification,
+                MidiGPTForTokenClassification,
+                MidiGPTForQuestionAnswering,
+            ),
         ),
         Architecture(
             "music_transformer",
@@ -114,6 +170,11 @@ ARCHITECTURES: dict[str, Architecture] = {
             MusicTransformerConfig,
             MusicTransformerModel,
             MusicTransformerForCausalLM,
+            extra_heads=_heads(
+                MusicTransformerForSequenceClassification,
+                MusicTransformerForTokenClassification,
+                MusicTransformerForQuestionAnswering,
+            ),
         ),
         Architecture(
             "conformer",
@@ -121,6 +182,11 @@ ARCHITECTURES: dict[str, Architecture] = {
             MidiConformerConfig,
             MidiConformerModel,
             MidiConformerForCausalLM,
+            extra_heads=_heads(
+                MidiConformerForSequenceClassification,
+                MidiConformerForTokenClassification,
+                MidiConformerForQuestionAnswering,
+            ),
         ),
         Architecture(
             "vae",
@@ -173,7 +239,7 @@ _CAUSAL_LM: list[tuple[type, type, type]] = [
 __all__ = ["ARCHITECTURES", "Architecture", "architecture_for", "register_auto_classes"]
 for _arch in ARCHITECTURES.values():
     __all__ += [_arch.config_class.__name__, _arch.base_model_class.__name__]
-    __all__ += [_arch.model_class.__name__]
+    __all__ += [head.__name__ for head in _arch.heads.values()]
 
 
 def register_auto_classes() -> None:
@@ -183,8 +249,8 @@ def register_auto_classes() -> None:
     for arch in ARCHITECTURES.values():
         AutoConfig.register(arch.model_type, arch.config_class, exist_ok=True)
         AutoModel.register(arch.config_class, arch.base_model_class, exist_ok=True)
-        auto_class = getattr(transformers, arch.auto_class)
-        auto_class.register(arch.config_class, arch.model_class, exist_ok=True)
         arch.config_class.register_for_auto_class()
         arch.base_model_class.register_for_auto_class("AutoModel")
-        arch.model_class.register_for_auto_class(arch.auto_class)
+        for auto_name, head in arch.heads.items():
+            getattr(transformers, auto_name).register(arch.config_class, head, exist_ok=True)
+            head.register_for_auto_class(auto_name)

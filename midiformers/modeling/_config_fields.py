@@ -41,6 +41,15 @@ def token_id(value: int | list[int] | None) -> None:
             raise ValueError(f"Value must be None or a token id >= 0, got {value}")
 
 
+@as_validated_field
+def eos_token_id(value: int | list[int] | None) -> None:
+    """The end-of-sequence id(s): like :func:`token_id`, except that a negative id is
+    transformers' "no end-of-sequence token" (``generate`` then never stops early)."""
+    for token in value if isinstance(value, list) else [value]:
+        if token is not None and not isinstance(token, int):
+            raise ValueError(f"Value must be None or an integer token id, got {value}")
+
+
 SPECIAL_TOKEN_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id")
 
 
@@ -49,6 +58,8 @@ def check_token_ids(config) -> None:
     for name in SPECIAL_TOKEN_FIELDS:
         value = getattr(config, name, None)
         for token in value if isinstance(value, list) else [value]:
+            if name == "eos_token_id" and token is not None and token < 0:
+                continue  # no end-of-sequence token
             if token is not None and not 0 <= token < config.vocab_size:
                 raise ValueError(
                     f"{name} ({value}) must lie in [0, vocab_size ({config.vocab_size}))"

@@ -9,6 +9,7 @@ from transformers import PreTrainedConfig
 from ._config_fields import (
     check_token_ids,
     dropout_probability,
+    eos_token_id,
     positive_int,
     positive_number,
     token_id,
@@ -56,7 +57,7 @@ class MidiGRUConfig(PreTrainedConfig):
     initializer_range: float = positive_number(default=0.02)
     pad_token_id: int | None = token_id(default=0)
     bos_token_id: int | None = token_id(default=1)
-    eos_token_id: int | list[int] | None = token_id(default=2)
+    eos_token_id: int | list[int] | None = eos_token_id(default=2)
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

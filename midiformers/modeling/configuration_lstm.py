@@ -7,6 +7,7 @@ from transformers import PreTrainedConfig
 from ._config_fields import (
     check_token_ids,
     dropout_probability,
+    eos_token_id,
     positive_int,
     positive_number,
     token_id,
@@ -68,7 +69,7 @@ class MidiLSTMConfig(PreTrainedConfig):
     use_cache: bool = True
     pad_token_id: int | None = token_id(default=0)
     bos_token_id: int | None = token_id(default=1)
-    eos_token_id: int | list[int] | None = token_id(default=2)
+    eos_token_id: int | list[int] | None = eos_token_id(default=2)
 
     def validate_architecture(self):
         """Cross-field rules (ranges are on the fields): token ids inside the vocabulary."""

@@ -9,6 +9,7 @@ from ._config_fields import (
     check_heads,
     check_token_ids,
     dropout_probability,
+    eos_token_id,
     positive_int,
     positive_number,
     token_id,
@@ -80,7 +81,7 @@ class MusicTransformerConfig(PreTrainedConfig):
     use_cache: bool = True
     pad_token_id: int | None = token_id(default=0)
     bos_token_id: int | None = token_id(default=1)
-    eos_token_id: int | list[int] | None = token_id(default=2)
+    eos_token_id: int | list[int] | None = eos_token_id(default=2)
     tie_word_embeddings: bool = True
 
     def validate_architecture(self):

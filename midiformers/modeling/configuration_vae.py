@@ -12,6 +12,7 @@ from ._config_fields import (
     check_heads,
     check_token_ids,
     dropout_probability,
+    eos_token_id,
     non_negative_int,
     non_negative_number,
     positive_int,
@@ -102,7 +103,7 @@ class MidiVAEConfig(PreTrainedConfig):
     use_cache: bool = True
     pad_token_id: int | None = token_id(default=0)
     bos_token_id: int | None = token_id(default=1)
-    eos_token_id: int | list[int] | None = token_id(default=2)
+    eos_token_id: int | list[int] | None = eos_token_id(default=2)
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
