@@ -4,6 +4,9 @@ stream instead of replaying it."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -190,3 +193,46 @@ def test_streaming_needs_no_length(corpus):
         lambda: ({"input_ids": [i, i]} for i in range(10))
     )
     assert bounded_eval_set(stream, 3)["input_ids"] == [[0, 0], [1, 1], [2, 2]]
+
+
+RECORDING_TRAIN = """
+import json, os
+from midiformers.training.run import MidiTrainer
+
+step = MidiTrainer.training_step
+
+
+def recording_step(self, model, inputs, *args, **kwargs):
+    name = os.path.join(os.environ["RECORD_DIR"], f"rank-{self.args.process_index}.jsonl")
+    with open(name, "a") as handle:
+        handle.write(json.dumps(inputs["input_ids"].tolist()) + "\\n")
+    return step(self, model, inputs, *args, **kwargs)
+
+
+MidiTrainer.training_step = recording_step
+from midiformers.training import cli
+
+cli()
+"""
+
+
+def test_two_process_streaming_launch_trains_on_disjoint_blocks(tmp_path, corpus):
+    """torchrun with 2 CPU processes (DDP over gloo): each trains on its own blocks and saves
+    its own stream position in every checkpoint."""
+    script = tmp_path / "train_recording.py"
+    script.write_text(RECORDING_TRAIN)
+    out, records = tmp_path / "ddp", tmp_path / "records"
+    records.mkdir()
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += ["--master_port", "29541", str(script), *streaming_args(corpus, out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "RECORD_DIR": str(records)}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    blocks = []
+    for rank in (0, 1):
+        batches = [json.loads(line) for line in (records / f"rank-{rank}.jsonl").open()]
+        assert len(batches) == 4  # max_steps, in step with the other process
+        blocks.append({tuple(block) for batch in batches for block in batch})
+        assert (out / "checkpoint-4" / f"data_state-{rank}.json").is_file()
+    assert len(blocks[0]) == len(blocks[1]) == 16
+    assert not blocks[0] & blocks[1]
