@@ -259,8 +259,15 @@ def _streaming_sets(train, evaluation, data_args: DataArguments, train_args, tok
     if data_args.shuffle_buffer_size > 1:  # the file order, anew each pass (set_epoch)
         train = train.shuffle(seed=train_args.seed, buffer_size=1)
     if train_args.world_size > 1:  # disjoint parts that together cover the stream
+        # whole files per process when there are enough (each file read once; the parts may
+        # differ by a file, harmless in an endless stream), else every process reads all
+        # and keeps one block in world_size
+        enough = (train.num_shards or 0) >= train_args.world_size
         train = split_dataset_by_node(
-            train, rank=train_args.process_index, world_size=train_args.world_size
+            train,
+            rank=train_args.process_index,
+            world_size=train_args.world_size,
+            strategy="shards" if enough else "examples",
         )
     transform = None
     if data_args.transpose_semitones:
