@@ -237,3 +237,24 @@ def test_two_process_streaming_launch_trains_on_disjoint_blocks(tmp_path, corpus
         assert (out / "checkpoint-4" / f"data_state-{rank}.json").is_file()
     assert len(blocks[0]) == len(blocks[1]) == 16
     assert not blocks[0] & blocks[1]
+
+
+def test_a_stream_position_is_only_loaded_into_the_same_setup(tmp_path):
+    from midiformers.training.streaming import StreamingTrainSet
+
+    stream = datasets.IterableDataset.from_generator(
+        lambda: ({"input_ids": [i, i]} for i in range(10))
+    )
+    saved = StreamingTrainSet(stream, seed=0, buffer_size=4, part=(0, 2))
+    taken = iter(saved)
+    first = [next(taken) for _ in range(3)]
+    saved.save(str(tmp_path / "state.json"))
+    rest = [next(taken) for _ in range(12)]  # on into the next pass
+    same = StreamingTrainSet(stream, seed=0, buffer_size=4, part=(0, 2))
+    same.load(str(tmp_path / "state.json"))
+    again = iter(same)
+    assert [next(again) for _ in range(12)] == rest and first
+    for other in (dict(part=(0, 1)), dict(part=(0, 2), buffer_size=8)):
+        options = {"seed": 0, "buffer_size": 4, **other}
+        with pytest.raises(ValueError, match="saved with"):
+            StreamingTrainSet(stream, **options).load(str(tmp_path / "state.json"))

@@ -277,6 +277,7 @@ def _streaming_sets(train, evaluation, data_args: DataArguments, train_args, tok
         seed=train_args.seed + train_args.process_index,
         buffer_size=data_args.shuffle_buffer_size,
         transform=transform,
+        part=(train_args.process_index, train_args.world_size),
     )
     count = data_args.max_eval_samples or STREAMING_EVAL_SAMPLES
     return stream, bounded_eval_set(evaluation, count)
@@ -571,16 +572,22 @@ def _resume_stream(train_set, resume_from: str | None, train_args: MidiTrainingA
     if resume_from is None or not isinstance(train_set, StreamingTrainSet):
         return
     path = data_state_file(resume_from, train_args.process_index)
+    problem = None
     if not os.path.isfile(path):
+        problem = f"no {os.path.basename(path)}: saved only with dataloader_num_workers 0"
+    else:
+        try:
+            train_set.load(path)
+        except (ValueError, KeyError, json.JSONDecodeError) as error:
+            problem = str(error)
+    if problem:
         logger.warning(
-            "%s holds no stream position for process %d (saved only with "
-            "dataloader_num_workers 0 and the same number of processes): the stream restarts "
-            "and the trainer skips the batches already trained on",
+            "The training stream cannot continue from %s (%s): it restarts, and the trainer "
+            "skips the batches already trained on",
             resume_from,
-            train_args.process_index,
+            problem,
         )
         return
-    train_set.load(path)
     train_args.ignore_data_skip = True  # the stream itself starts after the trained blocks
     logger.info("The training stream continues where %s stopped", resume_from)
 

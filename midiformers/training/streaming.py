@@ -46,6 +46,8 @@ class StreamingTrainSet(torch.utils.data.IterableDataset):
         buffer_size: examples held in the shuffle buffer (0 or 1: stream order).
         transform: a :class:`~midiformers.data_scripts.PitchTranspose` applied to each
             example as it leaves the buffer, or None.
+        part: ``(rank, world_size)`` of the process whose part ``dataset`` is; a saved state
+            is only loaded into the same part.
     """
 
     def __init__(
@@ -55,11 +57,13 @@ class StreamingTrainSet(torch.utils.data.IterableDataset):
         seed: int,
         buffer_size: int = 1000,
         transform: Any = None,
+        part: tuple[int, int] = (0, 1),
     ):
         self.dataset = dataset
         self.buffer_size = max(int(buffer_size), 1)
         self.transform = transform
         self.seed = seed
+        self.part = tuple(part)
         self._rng = np.random.default_rng(seed)
         self._epoch = 0
         self._buffer: list[dict[str, Any]] = []
@@ -115,6 +119,7 @@ class StreamingTrainSet(torch.utils.data.IterableDataset):
         """Where the stream stands: call it between two blocks the trainer took."""
         return {
             "format": STATE_FORMAT,
+            "setup": self._setup(),
             "epoch": self._epoch,
             "source": self.dataset.state_dict() if self.iterating else self._source_state,
             "buffer": self._buffer,
@@ -124,8 +129,21 @@ class StreamingTrainSet(torch.utils.data.IterableDataset):
             ),
         }
 
+    def _setup(self) -> dict[str, Any]:
+        """What a saved position is only valid for."""
+        return {"part": list(self.part), "seed": self.seed, "buffer_size": self.buffer_size}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from ``state`` (from :meth:`state_dict`) at the next iteration."""
+        """Continue from ``state`` (from :meth:`state_dict`) at the next iteration.
+
+        Raises:
+            ValueError: the state was saved by another setup (process count, seed, buffer).
+        """
+        if state.get("setup") != self._setup():
+            raise ValueError(
+                f"the stream position was saved with {state.get('setup')}, this run has "
+                f"{self._setup()}"
+            )
         self._epoch = int(state["epoch"])
         self._source_state = state["source"]
         self._buffer = list(state["buffer"])
