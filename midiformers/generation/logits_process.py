@@ -47,9 +47,13 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
             holds a note, no note sounds past its end, and a length budget steers the piece to
             get there in time. Bars of
             the prompt and ``context_ids`` count. See :meth:`MidiGrammar.with_max_bars`.
+        programs: the instruments new notes may use: General MIDI program numbers (0-127, -1
+            for drums) or names (``[0, 33, "drums"]``); see :meth:`MidiGrammar.with_programs`.
 
     Raises:
-        UnsupportedGrammarError: ``max_bars`` for a scheme without Bar tokens.
+        UnsupportedGrammarError: ``max_bars`` for a scheme without Bar tokens, ``programs``
+            for a tokenizer without Program tokens.
+        ValueError: an unknown program name or number.
 
     Example::
 
@@ -66,6 +70,7 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
         context_ids: Sequence[int] | torch.Tensor | None = None,
         allow_empty: bool = False,
         max_bars: int | None = None,
+        programs: Sequence[int | str] | None = None,
     ):
         if max_new_tokens is not None and max_length is not None:
             raise ValueError("Give max_new_tokens or max_length, not both.")
@@ -76,7 +81,11 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
             grammar = tokenizer
         else:
             grammar = MidiGrammar.for_tokenizer(tokenizer)
-        self.grammar = grammar if max_bars is None else grammar.with_max_bars(max_bars)
+        if max_bars is not None:
+            grammar = grammar.with_max_bars(max_bars)
+        if programs is not None:
+            grammar = grammar.with_programs(programs)
+        self.grammar = grammar
         self.max_new_tokens = max_new_tokens
         self.max_length = max_length
         self.context_ids = self._as_context(context_ids)

@@ -46,7 +46,10 @@ class MidiGenerationPipeline(Pipeline):
         composer-conditioned models), grammar (default True: only tokens that keep the piece
         valid, closed cleanly at the limit), num_bars (REMI tokenizers: every piece ends after
         exactly this many bars, primer included; ``max_new_tokens`` then defaults to
-        :data:`TOKENS_PER_BAR` per bar and only caps the length), num_return_sequences,
+        :data:`TOKENS_PER_BAR` per bar and only caps the length), programs (the instruments
+        new notes may use: General MIDI program numbers 0-127, -1 for drums, or names such as
+        ``"Acoustic Grand Piano"`` / ``"drums"``; every preset has Program tokens),
+        num_return_sequences,
         context_length / stride (sliding window; default: the model's :func:`context_length`,
         half of it).
 
@@ -99,6 +102,7 @@ class MidiGenerationPipeline(Pipeline):
         composer: Any = None,
         grammar: bool | None = None,
         num_bars: int | None = None,
+        programs: Any = None,
         num_return_sequences: int | None = None,
         context_length: int | None = None,
         stride: int | None = None,
@@ -126,7 +130,14 @@ class MidiGenerationPipeline(Pipeline):
                 raise ValueError("num_bars needs the grammar: leave grammar=True.")
             self.grammar.with_max_bars(num_bars)  # a scheme without bars or a bad count fails now
             forward["num_bars"] = num_bars
+        if programs is not None:
+            if grammar is False:
+                raise ValueError("programs needs the grammar: leave grammar=True.")
+            forward["programs"] = self.grammar.with_programs(programs).programs  # checked now
         return {}, forward, {}
+
+    def _grammar_for(self, num_bars: int | None, programs: Any) -> MidiGrammar:
+        return self.grammar.with_max_bars(num_bars).with_programs(programs)
 
     def _composer_ids(self, composer: Any) -> torch.LongTensor:
         """Composer ids, checked now so that a wrong name fails before any generation."""
@@ -175,6 +186,7 @@ class MidiGenerationPipeline(Pipeline):
         window = options.pop("context_length", -1)
         stride = options.pop("stride", None)
         num_bars = options.pop("num_bars", None)
+        programs = options.pop("programs", None)
         default_budget = 256 if num_bars is None else TOKENS_PER_BAR * num_bars
         max_new_tokens = options.pop("max_new_tokens", default_budget)
         options.setdefault("do_sample", True)
@@ -187,7 +199,7 @@ class MidiGenerationPipeline(Pipeline):
                 self.model,
                 prompt,
                 max_new_tokens,
-                grammar=self.grammar.with_max_bars(num_bars) if use_grammar else None,
+                grammar=self._grammar_for(num_bars, programs) if use_grammar else None,
                 window=window,
                 stride=stride,
                 pad_token_id=self.tokenizer.pad_token_id,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import weakref
+from collections.abc import Iterable
 from typing import Any
 
 import miditok
@@ -28,6 +29,7 @@ from ._compiler import (
     CompiledGrammar,
     UnsupportedGrammarError,
 )
+from ._programs import ProgramTables, resolve_programs, restrict_programs
 from ._rules import SchemeRules
 
 _GRAMMARS: dict[int, tuple] = {}  # id(miditok tokenizer) -> (weak ref, vocabulary, grammar)
@@ -106,6 +108,9 @@ class MidiGrammar:
 
     max_bars: int | None = None
     """Bars of every piece (``None``: any number), see :meth:`with_max_bars`."""
+    programs: tuple[int, ...] | None = None
+    """The programs notes may use (``None``: any), see :meth:`with_programs`."""
+    _program_masks: dict[torch.device, dict[str, torch.Tensor]] | None = None
 
     def __init__(self, tokenizer: Any):
         self.miditok: miditok.MusicTokenizer = getattr(tokenizer, "miditok", tokenizer)
@@ -163,6 +168,49 @@ class MidiGrammar:
         view = copy.copy(self)
         view.max_bars = max_bars
         return view
+
+    def with_programs(self, programs: Iterable[int | str] | None) -> MidiGrammar:
+        """This grammar with notes only for ``programs`` (sharing the compiled tables).
+
+        ``programs``: General MIDI program numbers (0-127, -1 for drums) or instrument names
+        (``"Acoustic Grand Piano"``, ``"drums"``; case-insensitive). Every token holding a
+        ``Program`` outside the set is masked (BPE merges included), and so is a note played
+        with an incoming program outside it (0 before any Program token). Prompt notes of
+        other programs are kept; with MIDILike a prompt note of another program that is still
+        sounding cannot be closed, so give such prompts closed.
+
+        Raises:
+            ValueError: an unknown name or number, a program without a Program token, or an
+                empty set.
+        """
+        if programs is None:
+            resolved = None
+        else:
+            tables = self._program_tables()
+            if not tables.available:
+                raise UnsupportedGrammarError(
+                    f"programs needs a tokenizer with Program tokens (use_programs=True); "
+                    f"this {type(self.miditok).__name__} tokenizer has none."
+                )
+            resolved = resolve_programs(programs, tables.available)
+        if resolved == self.programs:
+            return self
+        view = copy.copy(self)
+        view.programs = resolved
+        view._program_masks = {} if resolved is not None else None
+        return view
+
+    def _program_tables(self) -> ProgramTables:
+        tables = getattr(self.compiled, "program_tables", None)
+        if tables is None:
+            tables = self.compiled.program_tables = ProgramTables(self.compiled)
+        return tables
+
+    def _programs_on(self, device: torch.device) -> dict[str, torch.Tensor]:
+        if device not in self._program_masks:
+            masks = self._program_tables().masks(self.programs)
+            self._program_masks[device] = {k: v.to(device) for k, v in masks.items()}
+        return self._program_masks[device]
 
     # ------------------------------------------------------------------ tensors
 
@@ -285,6 +333,8 @@ class MidiGrammar:
         prev = registers[:, PREV]
         allowed = tables["by_state"][2 * prev + registers[:, DRUMS]]
         cost, aux = self.rules.restrict(allowed, state, prev, tables)
+        if self.programs is not None:
+            restrict_programs(allowed, registers[:, PROGRAM], self._programs_on(allowed.device))
         if self.max_bars is not None:
             cost, bars_left = self.bars.restrict(
                 allowed, self._counting(state), self.max_bars, tables
