@@ -219,13 +219,19 @@ cli()
 
 def test_two_process_streaming_launch_trains_on_disjoint_blocks(tmp_path, corpus):
     """torchrun with 2 CPU processes (DDP over gloo): each trains on its own blocks and saves
-    its own stream position in every checkpoint."""
+    its own stream position in every checkpoint. (Within a pass: each pass deals the files out
+    anew, so the small buffer keeps the 4 steps inside the first one.)"""
     script = tmp_path / "train_recording.py"
     script.write_text(RECORDING_TRAIN)
     out, records = tmp_path / "ddp", tmp_path / "records"
     records.mkdir()
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    command += ["--master_port", "29541", str(script), *streaming_args(corpus, out)]
+    command += [
+        "--master_port",
+        "29541",
+        str(script),
+        *streaming_args(corpus, out, "--shuffle_buffer_size", "4"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "RECORD_DIR": str(records)}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
