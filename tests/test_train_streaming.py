@@ -166,6 +166,7 @@ def test_pretokenized_run_trains(tmp_path, pretokenized, streaming, seen_batches
     args += ["--shuffle_buffer_size", "8"]
     metrics = main([*args, *QUIET])
     assert "eval_loss" in metrics and len(seen_batches) == 4
+    assert "bach_chorales" not in (out / "README.md").read_text()  # not the default corpus
     saved = AutoTokenizer.from_pretrained(out)  # the tokenizer that made the shards
     assert (
         saved.get_vocab() == AutoTokenizer.from_pretrained(pretokenized / "tokenizer").get_vocab()

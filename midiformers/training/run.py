@@ -538,7 +538,8 @@ def write_artefacts(trainer, tokenizer, args: tuple, metrics: dict) -> Path:
 
     card = make_model_card(
         model_type,
-        dataset=data_args.dataset_name,
+        # a pretokenized folder is not a dataset id (and its source corpus is not recorded)
+        dataset=None if data_args.pretokenized_dir else data_args.dataset_name,
         metrics={k: metrics[k] for k in CARD_METRICS if k in metrics},
         tokenizer_preset=getattr(tokenizer, "preset", None) or tok_args.tokenizer_preset,
         num_parameters=trainer.model.num_parameters(),
