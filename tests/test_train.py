@@ -34,10 +34,11 @@ def run_train(
     launcher: list[str] | None = None,
     script: list[str] | None = None,
     expect_success: bool = True,
+    recipe: Path = TINY,
 ):
     """Run train.py (or ``script``, a stand-in for it) with the tiny recipe in a subprocess."""
     entry = script or [str(ROOT / "train.py")]
-    command = [*(launcher or [sys.executable]), *entry, str(TINY), *args]
+    command = [*(launcher or [sys.executable]), *entry, str(recipe), *args]
     command += ["--dataset_cache_dir", str(cache)]
     env = {
         **os.environ,
@@ -90,9 +91,23 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, dataset_cache):
         "--main_process_port",
         "29517",
     ]
-    run_train(["--output_dir", str(out), "--num_samples", "0"], dataset_cache, launcher)
+    args = [
+        "--output_dir",
+        str(out),
+        "--num_samples",
+        "0",
+        "--include_num_input_tokens_seen",
+        "all",
+    ]
+    # As a recipe that says nothing of use_cpu: train.py turns it on for processes without a GPU.
+    recipe = tmp_path / "tiny_without_use_cpu.yaml"
+    recipe.write_text(TINY.read_text().replace("use_cpu: true\n", ""))
+    assert "use_cpu" not in recipe.read_text()
+    run_train(args, dataset_cache, launcher, recipe=recipe)
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
+    # Tokens are counted over the process group: 2 processes x 4 steps x 4 blocks x 64 tokens.
+    assert state["num_input_tokens_seen"] == 2 * 4 * 4 * 64
     assert AutoModelForCausalLM.from_pretrained(out / "checkpoint-4") is not None
     assert AutoModelForCausalLM.from_pretrained(out) is not None
 

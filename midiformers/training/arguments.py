@@ -17,6 +17,7 @@ import enum
 import functools
 import logging
 import math
+import os
 import sys
 import types
 import typing
@@ -657,6 +658,18 @@ def _read_recipe(recipe: Path) -> dict[str, Any]:
     return {key: _checked(key, value, f"{recipe}: {key}") for key, value in loaded.items()}
 
 
+def _cpu_process_group() -> bool:
+    """Several launched processes (``WORLD_SIZE`` > 1) on a machine without a GPU: they form a
+    process group only with ``use_cpu`` (gloo); without it each trains its own copy."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch
+
+    return not torch.cuda.is_available() and not (
+        hasattr(torch, "xpu") and torch.xpu.is_available()
+    )
+
+
 def parse_recipe(
     argv: list[str] | None = None,
 ) -> tuple[ModelArguments, DataArguments, TokenizerArguments, MidiTrainingArguments, Path | None]:
@@ -678,6 +691,9 @@ def parse_recipe(
         recipe = DEFAULT_RECIPE
     values: dict[str, Any] = _read_recipe(recipe) if recipe is not None else {}
     values.update(_cli_overrides(argv))
+    if "use_cpu" not in values and _cpu_process_group():
+        logger.info("%s processes and no GPU: use_cpu (DDP over gloo)", os.environ["WORLD_SIZE"])
+        values["use_cpu"] = True
     if values.get("bf16") and not _bf16_available():
         logger.warning("bf16 needs a GPU that supports it; training in float32 on this machine")
         values["bf16"] = False

@@ -476,22 +476,28 @@ def _resume_checkpoint(train_args: MidiTrainingArguments) -> str | None:
 
 
 def _check_launch(train_args: MidiTrainingArguments) -> None:
-    """Refuse an FSDP launch that would silently run as something else.
+    """Refuse a launch that would silently run as something else: several processes that are
+    not a process group (each would train its own copy into the same folder), or FSDP on CPUs.
 
     accelerate (checked with 1.15) shards with FSDP only on GPU-class devices: with
     ``distributed_type: FSDP`` on CPU processes it runs plain DDP (``use_cpu``) or one
     unsynchronised copy of the whole run per process, all writing the same folder.
     """
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
-        return
     from accelerate.utils import DistributedType
 
     kind = train_args.distributed_state.distributed_type
-    if kind in (DistributedType.NO, DistributedType.MULTI_CPU):
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp and kind in (DistributedType.NO, DistributedType.MULTI_CPU):
         raise RecipeError(
             f"The accelerate config asks for FSDP, but these processes run as {kind.value}: "
             "accelerate shards with FSDP only on GPUs; on CPU processes launch with "
             "configs/accelerate/cpu_2proc.yaml (DDP)"
+        )
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and kind == DistributedType.NO:
+        raise RecipeError(
+            f"{world_size} processes were launched but do not form a process group (no GPU): "
+            "set use_cpu: true (DDP over gloo), or launch one process"
         )
 
 
