@@ -47,12 +47,17 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
             holds a note, no note sounds past its end, and a length budget steers the piece to
             get there in time. Bars of
             the prompt and ``context_ids`` count. See :meth:`MidiGrammar.with_max_bars`.
+        max_seconds: end every piece at about this many seconds (every scheme without BPE):
+            no note sounds past it, and EOS comes once a note ends within one beat of it (at
+            the tempo and meter then); the prompt and ``context_ids`` count, and a length budget
+            that runs out first ends the piece earlier. See
+            :meth:`MidiGrammar.with_max_seconds`.
         programs: the instruments new notes may use: General MIDI program numbers (0-127, -1
             for drums) or names (``[0, 33, "drums"]``); see :meth:`MidiGrammar.with_programs`.
 
     Raises:
         UnsupportedGrammarError: ``max_bars`` for a scheme without Bar tokens, ``programs``
-            for a tokenizer without Program tokens.
+            for a tokenizer without Program tokens, ``max_seconds`` with a BPE vocabulary.
         ValueError: an unknown program name or number.
 
     Example::
@@ -71,6 +76,7 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
         allow_empty: bool = False,
         max_bars: int | None = None,
         programs: Sequence[int | str] | None = None,
+        max_seconds: float | None = None,
     ):
         if max_new_tokens is not None and max_length is not None:
             raise ValueError("Give max_new_tokens or max_length, not both.")
@@ -85,6 +91,8 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
             grammar = grammar.with_max_bars(max_bars)
         if programs is not None:
             grammar = grammar.with_programs(programs)
+        if max_seconds is not None:
+            grammar = grammar.with_max_seconds(max_seconds)
         self.grammar = grammar
         self.max_new_tokens = max_new_tokens
         self.max_length = max_length
@@ -185,6 +193,7 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
             if self._fresh_start:
                 self._fresh_start = False
                 self._check_bars_fit(state, remaining)
+                self._check_seconds_fit(state)
             return self.grammar.allowed_tokens(state, remaining, self.allow_empty)
 
     def _check_bars_fit(self, state: GrammarState, remaining: int | None) -> None:
@@ -206,6 +215,18 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
             raise ValueError(
                 f"max_bars={self.grammar.max_bars} needs at least {needed} new tokens after this "
                 f"prompt, but the length budget leaves {remaining}: raise max_new_tokens."
+            )
+
+    def _check_seconds_fit(self, state: GrammarState) -> None:
+        """With ``max_seconds``: the prompt must not already last longer."""
+        max_seconds = self.grammar.max_seconds
+        if max_seconds is None:
+            return
+        elapsed = float(state.clock[:, 0].max())
+        if elapsed > max_seconds:
+            raise ValueError(
+                f"The prompt already lasts {elapsed:.2f} s, more than max_seconds={max_seconds:g}; "
+                "give a shorter prompt or a larger max_seconds."
             )
 
     def _limit_from_generate(self) -> int | None:
@@ -245,6 +266,7 @@ class MidiGrammarLogitsProcessor(LogitsProcessor):
         self, masked: torch.Tensor, allowed: torch.Tensor, dead: torch.Tensor
     ) -> torch.Tensor:
         """Rows left without any finite score would turn into NaN: give them a way out."""
+        allowed = allowed.clone()  # made under inference_mode
         empty = dead & ~allowed.any(1)
         if bool(empty.any()):
             self._fallback(allowed, empty)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -30,6 +31,8 @@ TASK = "midi-generation"
 _PRIMER_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, ScoreTick, torch.Tensor)
 TOKENS_PER_BAR = 128
 """Default token budget per bar with ``num_bars`` (the grammar ends the piece at the last bar)."""
+TOKENS_PER_SECOND = 96
+"""Default token budget per second with ``duration_seconds``."""
 
 
 class MidiGenerationPipeline(Pipeline):
@@ -46,7 +49,10 @@ class MidiGenerationPipeline(Pipeline):
         composer-conditioned models), grammar (default True: only tokens that keep the piece
         valid, closed cleanly at the limit), num_bars (REMI tokenizers: every piece ends after
         exactly this many bars, primer included; ``max_new_tokens`` then defaults to
-        :data:`TOKENS_PER_BAR` per bar and only caps the length), programs (the instruments
+        :data:`TOKENS_PER_BAR` per bar and only caps the length), duration_seconds (every
+        piece, primer included, ends at about this many seconds: no note sounds past it and the
+        last one ends within one beat of it; every tokenizer without BPE; ``max_new_tokens``
+        then defaults to :data:`TOKENS_PER_SECOND` per second), programs (the instruments
         new notes may use: General MIDI program numbers 0-127, -1 for drums, or names such as
         ``"Acoustic Grand Piano"`` / ``"drums"``; every preset has Program tokens),
         num_return_sequences,
@@ -103,6 +109,7 @@ class MidiGenerationPipeline(Pipeline):
         grammar: bool | None = None,
         num_bars: int | None = None,
         programs: Any = None,
+        duration_seconds: float | None = None,
         num_return_sequences: int | None = None,
         context_length: int | None = None,
         stride: int | None = None,
@@ -130,14 +137,20 @@ class MidiGenerationPipeline(Pipeline):
                 raise ValueError("num_bars needs the grammar: leave grammar=True.")
             self.grammar.with_max_bars(num_bars)  # a scheme without bars or a bad count fails now
             forward["num_bars"] = num_bars
+        if duration_seconds is not None:
+            if grammar is False:
+                raise ValueError("duration_seconds needs the grammar: leave grammar=True.")
+            self.grammar.with_max_seconds(duration_seconds)  # BPE or a bad value fails now
+            forward["duration_seconds"] = duration_seconds
         if programs is not None:
             if grammar is False:
                 raise ValueError("programs needs the grammar: leave grammar=True.")
             forward["programs"] = self.grammar.with_programs(programs).programs  # checked now
         return {}, forward, {}
 
-    def _grammar_for(self, num_bars: int | None, programs: Any) -> MidiGrammar:
-        return self.grammar.with_max_bars(num_bars).with_programs(programs)
+    def _grammar_for(self, num_bars: int | None, programs: Any, seconds: Any) -> MidiGrammar:
+        grammar = self.grammar.with_max_bars(num_bars).with_programs(programs)
+        return grammar.with_max_seconds(seconds)
 
     def _composer_ids(self, composer: Any) -> torch.LongTensor:
         """Composer ids, checked now so that a wrong name fails before any generation."""
@@ -187,7 +200,10 @@ class MidiGenerationPipeline(Pipeline):
         stride = options.pop("stride", None)
         num_bars = options.pop("num_bars", None)
         programs = options.pop("programs", None)
+        seconds = options.pop("duration_seconds", None)
         default_budget = 256 if num_bars is None else TOKENS_PER_BAR * num_bars
+        if seconds is not None:
+            default_budget = max(default_budget, math.ceil(TOKENS_PER_SECOND * seconds))
         max_new_tokens = options.pop("max_new_tokens", default_budget)
         options.setdefault("do_sample", True)
         self._condition(options, prompt)
@@ -199,7 +215,7 @@ class MidiGenerationPipeline(Pipeline):
                 self.model,
                 prompt,
                 max_new_tokens,
-                grammar=self._grammar_for(num_bars, programs) if use_grammar else None,
+                grammar=self._grammar_for(num_bars, programs, seconds) if use_grammar else None,
                 window=window,
                 stride=stride,
                 pad_token_id=self.tokenizer.pad_token_id,

@@ -31,6 +31,7 @@ from ._compiler import (
 )
 from ._programs import ProgramTables, resolve_programs, restrict_programs
 from ._rules import SchemeRules
+from ._seconds import Clock
 
 _GRAMMARS: dict[int, tuple] = {}  # id(miditok tokenizer) -> (weak ref, vocabulary, grammar)
 
@@ -45,7 +46,7 @@ class GrammarState:
     one ``(batch, registers)`` tensor, updated by one lookup per token. MIDILike states also
     hold ``count`` / ``old_count``, ``per_program`` / ``old_per_program`` and ``fresh`` (the
     sounding notes, see :mod:`.midilike`); states that count bars hold ``bars`` (see
-    :mod:`._bars`).
+    :mod:`._bars`), states that keep time ``clock`` (see :mod:`._seconds`).
     """
 
     _TENSORS = (
@@ -56,6 +57,7 @@ class GrammarState:
         "old_per_program",
         "fresh",
         "bars",
+        "clock",
     )
 
     def __init__(self, **tensors: torch.Tensor | None):
@@ -108,6 +110,8 @@ class MidiGrammar:
 
     max_bars: int | None = None
     """Bars of every piece (``None``: any number), see :meth:`with_max_bars`."""
+    max_seconds: float | None = None
+    """Seconds every piece lasts, about (``None``: any), see :meth:`with_max_seconds`."""
     programs: tuple[int, ...] | None = None
     """The programs notes may use (``None``: any), see :meth:`with_programs`."""
     _program_masks: dict[torch.device, dict[str, torch.Tensor]] | None = None
@@ -168,6 +172,44 @@ class MidiGrammar:
         view = copy.copy(self)
         view.max_bars = max_bars
         return view
+
+    def with_max_seconds(self, max_seconds: float | None) -> MidiGrammar:
+        """This grammar for pieces of about ``max_seconds`` seconds (sharing the compiled tables).
+
+        Time is read from TimeShift tokens (TSD, MIDILike, performance, Structured) or Bar and
+        Position tokens (REMI), at the tempo of the Tempo tokens (120 bpm before any) in beats
+        of the current meter. Every note ends by ``max_seconds``; time only moves while a note
+        can still fit; EOS waits until a note ends within one beat (at the tempo and meter then)
+        of ``max_seconds``. So the decoded piece ends between ``max_seconds`` minus one beat and
+        ``max_seconds``, unless the length budget runs out first. The prompt and
+        ``context_ids`` count. See :mod:`._seconds`.
+
+        Raises:
+            UnsupportedGrammarError: a BPE vocabulary (not modelled yet).
+            ValueError: ``max_seconds`` is not a positive number.
+        """
+        if max_seconds is not None:
+            if (
+                isinstance(max_seconds, bool)
+                or not isinstance(max_seconds, (int, float))
+                or not 0 < max_seconds < float("inf")
+            ):
+                raise ValueError(
+                    f"max_seconds must be a positive number of seconds, got {max_seconds!r}."
+                )
+            self._clock()  # refuses what it cannot model
+            max_seconds = float(max_seconds)
+        if max_seconds == self.max_seconds:
+            return self
+        view = copy.copy(self)
+        view.max_seconds = max_seconds
+        return view
+
+    def _clock(self) -> Clock:
+        clock = getattr(self.compiled, "clock", None)
+        if clock is None:
+            clock = self.compiled.clock = Clock(self.compiled)
+        return clock
 
     def with_programs(self, programs: Iterable[int | str] | None) -> MidiGrammar:
         """This grammar with notes only for ``programs`` (sharing the compiled tables).
@@ -245,6 +287,8 @@ class MidiGrammar:
         self.rules.init_state(state, batch_size, device)
         if self.max_bars is not None:
             state.bars = self.bars.initial_bars(batch_size, device)
+        if self.max_seconds is not None:
+            state.clock = self._clock().initial_clock(batch_size, device)
         return state
 
     def _reset_rows(self, state: GrammarState, rows: torch.Tensor) -> None:
@@ -254,6 +298,8 @@ class MidiGrammar:
         fresh = self.initial_state(state.batch_size, state.prev.device)
         if state.bars is not None and fresh.bars is None:
             fresh.bars = self.bars.initial_bars(state.batch_size, state.bars.device)
+        if state.clock is not None and fresh.clock is None:
+            fresh.clock = self._clock().initial_clock(state.batch_size, state.clock.device)
         for name in GrammarState._TENSORS:
             current = getattr(state, name)
             if current is None:
@@ -296,6 +342,8 @@ class MidiGrammar:
         self.rules.advance(state, base, tables)
         if state.bars is not None:
             BarCounter.advance(state, base, tables)
+        if state.clock is not None:
+            self._clock().advance(state, base, self.max_seconds or float("inf"))
 
     # ------------------------------------------------------------------ masks
 
@@ -310,6 +358,13 @@ class MidiGrammar:
         if state.bars is None:
             raise ValueError(
                 "This state does not count bars: build it with the grammar of with_max_bars()."
+            )
+        return state
+
+    def _timed(self, state: GrammarState) -> GrammarState:
+        if state.clock is None:
+            raise ValueError(
+                "This state does not keep time: build it with the grammar of with_max_seconds()."
             )
         return state
 
@@ -335,6 +390,8 @@ class MidiGrammar:
         cost, aux = self.rules.restrict(allowed, state, prev, tables)
         if self.programs is not None:
             restrict_programs(allowed, registers[:, PROGRAM], self._programs_on(allowed.device))
+        if self.max_seconds is not None:
+            self._clock().restrict(allowed, self._timed(state), self.max_seconds)
         if self.max_bars is not None:
             cost, bars_left = self.bars.restrict(
                 allowed, self._counting(state), self.max_bars, tables
@@ -354,6 +411,8 @@ class MidiGrammar:
                 self.bars.restrict_to_budget(
                     allowed, state, self.max_bars, limit, bars_left, tables
                 )
+            if self.max_seconds is not None:
+                self._clock().hurry(allowed, state, self.max_seconds, limit)
             if neutral:
                 can_continue &= cost <= limit
         if any_ended:
@@ -361,6 +420,10 @@ class MidiGrammar:
         if neutral:
             allowed[:, tables["neutral_ids"]] = can_continue.unsqueeze(1)
         can_end = cost <= 0
+        if self.max_seconds is not None:  # EOS near the limit (or when nothing else fits)
+            others = allowed.clone()
+            others[:, tables["eos_ids"]] = False
+            can_end &= self._clock().done(state) | ~others.any(1)
         if not allow_empty:
             # no empty piece, unless nothing else fits (e.g. no room left for a whole note)
             has_notes = registers[:, HAS_NOTES] > 0
