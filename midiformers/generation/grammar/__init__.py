@@ -22,7 +22,10 @@ indexing only: nothing loops over the vocabulary at generation time.
 With a length budget, a token is only allowed if what it leaves unfinished (a note still needing
 its velocity and duration, notes still sounding) can be completed in the tokens that remain, so
 sequences that stop at the limit end cleanly. ``MidiGrammar.with_max_bars(n)`` (schemes with Bar
-tokens) also ends every piece after exactly ``n`` bars (see ``_bars.py``).
+tokens) also ends every piece after exactly ``n`` bars (see ``_bars.py``),
+``MidiGrammar.with_max_seconds(s)`` (every scheme without BPE) at about ``s`` seconds (see
+``_seconds.py``), and ``MidiGrammar.with_programs([...])`` keeps new notes to a set of programs
+(see ``_programs.py``).
 
 Layout: ``_compiler.py`` compiles the tables every scheme shares, ``_runtime.py`` holds the
 states and the mask, and each miditok scheme has its rules object (a
