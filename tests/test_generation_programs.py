@@ -125,3 +125,26 @@ def test_a_tokenizer_without_program_tokens_is_refused():
     tokenizer = miditok.TSD(miditok.TokenizerConfig(use_programs=False))
     with pytest.raises(UnsupportedGrammarError, match="use_programs=False"):
         MidiGrammarLogitsProcessor(tokenizer, programs=[0])
+
+
+@pytest.mark.parametrize("name", ["midilike", "performance"])
+def test_a_prompt_note_of_another_program_is_closed(tokenizers, name):
+    """MIDILike: a prompt leaves a Program_5 note sounding; with programs=[0] it still gets
+    its NoteOff (no fallback), and every new note is a piano note."""
+    tokenizer = tokenizers[name]
+    vocab = tokenizer.miditok.vocab
+    velocity = [t for t in vocab if t.startswith("Velocity_")][:1]  # none in performance
+    prompt = ["Program_5", "NoteOn_60", *velocity]
+    prompt.append("TimeShift_1.0.8" if name == "midilike" else "TimeShift_1.0.10")
+    prompt_ids = tokenizer.convert_tokens_to_ids(prompt)
+    ids = torch.tensor([[tokenizer.bos_token_id, *prompt_ids]]).repeat(8, 1)
+    processor = MidiGrammarLogitsProcessor(tokenizer, max_new_tokens=40, programs=[0])
+    batch = sample_random(tokenizer, processor, 8, 40, seed=1, prompt=ids)
+    assert processor.num_fallbacks == 0
+    for row in batch.tolist():
+        assert check_sequence(tokenizer, row).is_valid
+        score = tokenizer.to_score(row)
+        notes = {(t.program, n.time, n.pitch) for t in score.tracks for n in t.notes}
+        assert (5, 0, 60) in notes  # the prompt's note, closed
+        assert {program for program, _, _ in notes} <= {0, 5}
+        assert sum(program == 5 for program, _, _ in notes) == 1

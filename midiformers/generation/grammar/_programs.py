@@ -4,7 +4,8 @@ Every preset writes a ``Program_x`` token before each note (or, with ``program_c
 the instrument changes); drums are ``Program_-1``. With a set of programs the grammar masks
 every vocabulary token holding a ``Program`` outside the set (BPE merges included) and every
 token that plays a note with the incoming program while that program is outside the set (the
-program before any ``Program`` token is 0, as miditok decodes it).
+program before any ``Program`` token is 0, as miditok decodes it). With MIDILike, a note of
+another program that a prompt left sounding can still be closed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 from miditok.constants import MIDI_INSTRUMENTS
 
-from ._compiler import NOTE_OFF_TYPES, NOTE_ON_TYPES, NUM_PROGRAMS, split_token
+from ._compiler import NOTE_ON_TYPES, NUM_PROGRAMS, split_token
 
 if TYPE_CHECKING:
     from ._compiler import CompiledGrammar
@@ -88,9 +89,11 @@ class ProgramTables:
                 if kind == "Program":
                     contains[i, int(value) + 1] = True
                     seen_program = True
-                elif not seen_program and kind in NOTE_ON_TYPES | NOTE_OFF_TYPES:
+                elif not seen_program and kind in NOTE_ON_TYPES:
                     incoming[i] = True
         self.contains = contains  # (vocab, programs + 1): Program_x tokens in the token
+        single = compiled.tables["single_program"]
+        self.single = torch.where(single, contains.int().argmax(1), -1)  # a bare Program_x: x + 1
         self.uses_incoming = incoming  # plays a note with the incoming program
 
     def masks(self, programs: tuple[int, ...]) -> dict[str, torch.Tensor]:
@@ -102,14 +105,26 @@ class ProgramTables:
             "token_ok": ~(self.contains & ~wanted).any(1),
             "incoming_ok": wanted,
             "uses_incoming": self.uses_incoming,
+            "single": self.single,
         }
 
 
 def restrict_programs(
-    allowed: torch.Tensor, program: torch.Tensor, tables: dict[str, torch.Tensor]
+    allowed: torch.Tensor,
+    program: torch.Tensor,
+    tables: dict[str, torch.Tensor],
+    closable: torch.Tensor | None = None,
 ) -> None:
-    """Mask (in place) the tokens that would play a program outside the set."""
+    """Mask (in place) the tokens that would play a program outside the set. ``closable``
+    (MIDILike: ``(batch, programs + 1)`` notes that a NoteOff may end): a bare ``Program_x``
+    outside the set stays allowed while a note of ``x`` (from the prompt) can be closed; the
+    note after it can then only be a NoteOff (a NoteOn would use ``x``)."""
     vocab = tables["token_ok"].shape[0]
-    allowed[:, :vocab] &= tables["token_ok"].unsqueeze(0)
+    token_ok = tables["token_ok"].unsqueeze(0)
+    if closable is not None:
+        single = tables["single"]
+        closes = closable[:, single.clamp(min=0)] & (single >= 0).unsqueeze(0)
+        token_ok = token_ok | closes
+    allowed[:, :vocab] &= token_ok
     incoming_bad = ~tables["incoming_ok"][program + 1]  # (batch,)
     allowed[:, :vocab] &= ~(incoming_bad.unsqueeze(1) & tables["uses_incoming"].unsqueeze(0))

@@ -218,8 +218,7 @@ class MidiGrammar:
         (``"Acoustic Grand Piano"``, ``"drums"``; case-insensitive). Every token holding a
         ``Program`` outside the set is masked (BPE merges included), and so is a note played
         with an incoming program outside it (0 before any Program token). Prompt notes of
-        other programs are kept; with MIDILike a prompt note of another program that is still
-        sounding cannot be closed, so give such prompts closed.
+        other programs are kept (MIDILike: one still sounding gets its NoteOff).
 
         Raises:
             ValueError: an unknown name or number, a program without a Program token, or an
@@ -389,7 +388,9 @@ class MidiGrammar:
         allowed = tables["by_state"][2 * prev + registers[:, DRUMS]]
         cost, aux = self.rules.restrict(allowed, state, prev, tables)
         if self.programs is not None:
-            restrict_programs(allowed, registers[:, PROGRAM], self._programs_on(allowed.device))
+            closable = state.old_per_program > 0 if state.old_per_program is not None else None
+            masks = self._programs_on(allowed.device)
+            restrict_programs(allowed, registers[:, PROGRAM], masks, closable)
         if self.max_seconds is not None:
             self._clock().restrict(allowed, self._timed(state), self.max_seconds)
         if self.max_bars is not None:
