@@ -594,3 +594,40 @@ def test_mounted_demo_refuses_files_that_were_not_uploaded(
             event, payload = call_generate(url, tiny_model_dir.name, None, file_data(path))
             assert_refused(event, payload, path)
     assert not list((tmp_path / "out").glob("result-*"))
+
+
+def test_warm_up_loads_models_and_compiled_decoding_gives_the_same_piece(
+    tiny_model_dir, tiny_vae_dir, tmp_path, monkeypatch
+):
+    """``create_demo(warmup=True)`` (what app.py does) loads every model before the first request;
+    the GPT then decodes with a static cache of its window and a compiled step, one graph for
+    every window of a long piece, and a request gives the piece plain decoding gives."""
+    import torch
+    import transformers
+
+    from midiformers.app import demo as demo_module
+    from midiformers.app.models import resolve_models
+
+    class EagerCompileConfig(transformers.CompileConfig):  # traces like inductor, builds fast
+        def __init__(self, **kwargs):
+            super().__init__(backend="eager", **kwargs)
+
+    monkeypatch.setattr(transformers, "CompileConfig", EagerCompileConfig)
+    torch._dynamo.reset()
+    models = [str(tiny_model_dir), str(tiny_vae_dir)]
+    demo = create_demo(models, output_dir=tmp_path / "out", warmup=True)
+    demo.close()
+    entries, _ = resolve_models(models)
+    demo_module.warm_up(entries)
+    gpt, vae = entries
+    assert gpt._pipeline is not None and vae._pipeline is not None
+    config = gpt.pipeline().model.generation_config
+    assert (config.cache_implementation, config.max_cache_len) == ("static", 512)
+    assert config.compile_config.fullgraph and not config.compile_config.dynamic
+    assert vae.pipeline().model.generation_config.compile_config is None  # composer model
+    plain = resolve_models([str(tiny_model_dir)])[0][0]
+    request = dict(max_new_tokens=600, seed=3, top_k=8)  # 601 tokens: past the 512 window
+    compiled_piece = gpt.pipeline()(None, **request)
+    assert compiled_piece["token_ids"] == plain.pipeline()(None, **request)["token_ids"]
+    assert len(compiled_piece["token_ids"]) > 512
+    assert gpt.pipeline().model._compiled_call is not None

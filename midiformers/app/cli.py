@@ -46,6 +46,13 @@ def parse_args(
         help="torch CPU threads per generation (default 1: small models on a shared CPU "
         "generate up to 30x faster on one thread than on several)",
     )
+    parser.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        help="start without loading the models and compiling their decode step (the first "
+        "request then waits for both)",
+    )
     return parser.parse_args(argv)
 
 
@@ -58,7 +65,7 @@ def main(argv: Sequence[str] | None = None, default_models: Sequence[str] | None
         import torch
 
         torch.set_num_threads(args.threads)
-    demo = create_demo(args.model, concurrency_limit=args.concurrency)
+    demo = create_demo(args.model, concurrency_limit=args.concurrency, warmup=args.warmup)
     demo.launch(
         server_name=args.host,
         server_port=args.port,

@@ -41,6 +41,9 @@ MAX_QUEUE = 16
 KEEP_RESULTS_S = 3600
 """Generated files (ours and Gradio's cached copies, uploads too) are deleted after an hour."""
 MAX_SEED = 2**31 - 1
+WARMUP_TOKENS = 16
+"""Tokens generated per model at start-up (``warmup=True``): enough to load the model, build the
+grammar and compile the decode step before the first visitor arrives."""
 
 UPLOAD_REFUSED = (
     "{name} was not uploaded through this page; upload the MIDI file with the Primer field "
@@ -253,6 +256,71 @@ class Generator:
         return path
 
 
+def compile_decoding(model: Any) -> bool:
+    """Make ``model`` generate with a static cache as long as its window and a compiled decode
+    step (transformers' ``compile_config``), so every request reuses one compiled graph.
+
+    For the default model this cuts the CPU time of a request by about a fifth (see
+    ``benchmarks/bench_demo.py``), for a one-off compilation at start-up. Returns False and
+    changes nothing for a model without a compilable decode step (recurrent models), without a
+    window, or conditioned on a composer.
+    """
+    from transformers import CompileConfig
+
+    from ..generation import context_length
+
+    window = context_length(model)
+    if (
+        window is None
+        or not getattr(model, "_can_compile_fullgraph", False)
+        or getattr(model, "_is_stateful", False)
+        or hasattr(model, "composer_ids")
+    ):
+        return False
+    config = CompileConfig(fullgraph=True, dynamic=False)
+    config._compile_all_devices = True  # transformers compiles on a CPU only when told to
+    generation = model.generation_config
+    generation.cache_implementation = "static"
+    generation.max_cache_len = window  # every window of generate_long fits: one graph
+    generation.compile_config = config
+    return True
+
+
+def warm_up(entries: Sequence[ModelEntry], compile_models: bool = True) -> None:
+    """Load every model and generate :data:`WARMUP_TOKENS` tokens with it, so that the first
+    visitor waits neither for loading, the grammar nor ``torch.compile``. A model whose
+    compiled decoding fails here goes back to plain decoding; one that fails altogether is
+    left for its first request to report."""
+    for entry in entries:
+        start = time.perf_counter()
+        try:
+            generate = entry.pipeline()
+        except Exception:
+            logger.exception("Warm-up: %s could not be loaded", entry.spec)
+            continue
+        generation = generate.model.generation_config
+        saved = (generation.cache_implementation, generation.max_cache_len)
+        saved += (generation.compile_config,)
+        compiled = compile_models and compile_decoding(generate.model)
+        options = {"composer": entry.composers[0]} if entry.composers else {}
+        try:
+            generate(None, max_new_tokens=WARMUP_TOKENS, seed=0, **options)
+        except Exception:
+            if compiled:
+                logger.exception("Warm-up: compiled decoding failed for %s; plain", entry.spec)
+                generation.cache_implementation, generation.max_cache_len = saved[:2]
+                generation.compile_config = saved[2]
+            else:
+                logger.exception("Warm-up: generation with %s failed", entry.spec)
+            continue
+        logger.info(
+            "Warm-up: %s ready in %.1f s%s",
+            entry.label,
+            time.perf_counter() - start,
+            " (compiled decoding)" if compiled else "",
+        )
+
+
 def _primer_end(entry: ModelEntry, output: dict[str, Any]) -> float | None:
     """Where the primer stops sounding (seconds), to mark it on the piano roll."""
     count = output.get("num_primer_tokens", 0)
@@ -302,6 +370,7 @@ def create_demo(
     concurrency_limit: int = DEFAULT_CONCURRENCY,
     max_queue: int = MAX_QUEUE,
     output_dir: str | Path | None = None,
+    warmup: bool = False,
 ):
     """Build the demo page.
 
@@ -312,6 +381,8 @@ def create_demo(
         max_queue: visitors that may wait; more are turned away until a slot frees.
         output_dir: where generated MIDI files are written (default: a temporary folder
             removed when the demo is closed).
+        warmup: load every model now and compile its decode step (:func:`warm_up`), which
+            ``app.py`` does; otherwise models load on their first request.
 
     Returns:
         a ``gr.Blocks`` with its queue set up, ready for ``launch()``; the generate
@@ -322,6 +393,8 @@ def create_demo(
     entries, notices = resolve_models(models)
     for notice in notices:
         logger.warning(notice)
+    if warmup:
+        warm_up(entries)
     problem = audio_problem()
     if problem:
         notices.append(f"Audio is off: {problem}. The piano roll and the MIDI file still work.")
