@@ -146,6 +146,10 @@ def test_bpe_and_bad_values_are_refused(tokenizers, valid_midi_paths):
     generator = pipeline("midi-generation", model=model, tokenizer=tokenizers["tsd"])
     with pytest.raises(ValueError, match="duration_seconds needs the grammar"):
         generator(duration_seconds=5, grammar=False)
+    with pytest.raises(ValueError, match="num_bars or duration_seconds, not both"):
+        generator(duration_seconds=5, num_bars=2)
+    with pytest.raises(ValueError, match="max_bars or max_seconds, not both"):
+        MidiGrammarLogitsProcessor(tokenizers["remi"], max_bars=2, max_seconds=5)
 
 
 def test_a_prompt_longer_than_the_limit_is_refused(tokenizers, valid_midi_paths):

@@ -132,6 +132,8 @@ class MidiGenerationPipeline(Pipeline):
         check_generation_options(**forward)  # fail before any primer is read
         if composer is not None:
             forward["composer"] = self._composer_ids(composer)
+        if num_bars is not None and duration_seconds is not None:
+            raise ValueError("Give num_bars or duration_seconds, not both.")
         if num_bars is not None:
             if grammar is False:
                 raise ValueError("num_bars needs the grammar: leave grammar=True.")

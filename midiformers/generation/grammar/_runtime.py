@@ -167,6 +167,8 @@ class MidiGrammar:
                 )
             if isinstance(max_bars, bool) or not isinstance(max_bars, int) or max_bars < 1:
                 raise ValueError(f"max_bars must be a positive integer, got {max_bars!r}.")
+            if self.max_seconds is not None:
+                raise ValueError("Give max_bars or max_seconds, not both.")
         if max_bars == self.max_bars:
             return self
         view = copy.copy(self)
@@ -198,6 +200,8 @@ class MidiGrammar:
                     f"max_seconds must be a positive number of seconds, got {max_seconds!r}."
                 )
             self._clock()  # refuses what it cannot model
+            if self.max_bars is not None:
+                raise ValueError("Give max_bars or max_seconds, not both.")
             max_seconds = float(max_seconds)
         if max_seconds == self.max_seconds:
             return self
