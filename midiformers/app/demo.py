@@ -34,7 +34,8 @@ EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 MAX_PRIMER_BYTES = 1024 * 1024
 """Largest primer accepted (1 MiB): a primer is a few bars, and a huge file would only keep
 the CPU busy tokenizing it."""
-MAX_NEW_TOKENS = 1024
+MAX_NEW_TOKENS = 2048
+"""The slider's limit: a 30-second piece of the default model takes about 1,100 tokens."""
 DEFAULT_CONCURRENCY = 1
 """Generations running at once; more visitors wait in the queue instead of sharing the CPU."""
 MAX_QUEUE = 16

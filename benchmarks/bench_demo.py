@@ -1,0 +1,261 @@
+"""What the demo feels like: time from a request to a finished 30-second piece with its audio.
+
+Uses the demo's own code: ``Generator`` (the function behind the Generate button: primer
+checks, the ``midi-generation`` pipeline with the grammar, the MIDI file, the audio and the
+piano roll) and ``warm_up`` (what ``app.py`` runs at start-up), on one torch thread like
+``app.py``. With the default model (``outputs/default``, left by ``python train.py``; without
+it an untrained model of the default recipe's size, which the table says):
+
+1. how many tokens a 30-second piece takes: ``--calibration-pieces`` pieces of
+   ``--calibration-tokens`` tokens with the demo's default sampling, median tokens per second
+   of music, times 30 (rounded up to the slider's step of 16);
+2. requests for that many tokens, each a new seed, timed (wall and CPU) in three set-ups: the
+   first request of a demo started without warm-up (model loading included), plain decoding
+   after warm-up, and compiled decoding after warm-up (what ``app.py`` serves);
+3. the same request over HTTP (``gradio_client`` against the demo served on localhost), which
+   adds Gradio's queue and the audio file the browser downloads.
+
+Results go to ``benchmarks/results/bench_demo.{md,json}``::
+
+    python benchmarks/bench_demo.py
+    python benchmarks/bench_demo.py --model outputs/default --requests 5 --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.bench_demo
+    from _common import machine_description
+except ImportError:
+    from benchmarks._common import machine_description
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_MODEL = ROOT / "outputs" / "default"
+SLIDER_STEP = 16
+GOAL_S = 2.0
+SAMPLING = {"temperature": 1.0, "top_k": 32, "top_p": 0.95, "grammar": True}  # the page's
+logger = logging.getLogger("bench_demo")
+
+
+def untrained_default_model(folder: Path) -> Path:
+    """A randomly initialised model of the default recipe with the default tokenizer."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from midiformers import MidiTokenizer
+    from midiformers.training.arguments import parse_recipe
+    from midiformers.training.run import resolve_model_type
+
+    model_args, _, tok_args, _, _ = parse_recipe([str(ROOT / "configs" / "default.yaml")])
+    tokenizer = MidiTokenizer(preset=tok_args.tokenizer_preset)
+    config = AutoConfig.for_model(
+        resolve_model_type(model_args.model_type),
+        **model_args.model_config,
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tokens_for(seconds: float, entry, pieces: int, tokens: int) -> tuple[int, list[dict]]:
+    """Tokens a piece of ``seconds`` seconds takes: median tokens per second of music."""
+    generate = entry.pipeline()
+    samples = []
+    for seed in range(pieces):
+        piece = generate(None, max_new_tokens=tokens, seed=1000 + seed, **SAMPLING)
+        music = piece["score"].to("second").end() if piece["num_notes"] else 0.0
+        samples.append({"tokens": piece["num_generated_tokens"], "seconds": music})
+    rates = [s["tokens"] / s["seconds"] for s in samples if s["seconds"] >= 1.0]
+    if not rates:
+        raise SystemExit("no calibration piece lasted a second: is the model trained?")
+    needed = seconds * statistics.median(rates)
+    return SLIDER_STEP * math.ceil(needed / SLIDER_STEP), samples
+
+
+def request(generator, label: str, tokens: int, seed: int) -> dict:
+    """One click of Generate, as the page sends it; wall and CPU seconds and what came out."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    outputs = generator(label, None, None, SAMPLING["temperature"], SAMPLING["top_k"],
+                        SAMPLING["top_p"], tokens, seed, SAMPLING["grammar"])  # fmt: skip
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    status, audio = outputs[0], outputs[1]
+    if audio is None:
+        raise RuntimeError(f"no audio: {status}")
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "generate": outputs[5],
+        "tokens": outputs[4],
+        "music_s": len(audio[1]) / audio[0],
+    }
+
+
+def over_http(models: list[str], label: str, tokens: int, seeds: list[int]) -> list[dict]:
+    """The same requests through Gradio's API on localhost (queue, audio file, JSON)."""
+    from gradio_client import Client
+
+    from midiformers.app import create_demo
+
+    demo = create_demo(models, warmup=True)
+    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        timings = []
+        for seed in seeds:
+            start = time.perf_counter()
+            outputs = client.predict(label, None, None, SAMPLING["temperature"],
+                                     SAMPLING["top_k"], SAMPLING["top_p"], tokens, seed,
+                                     SAMPLING["grammar"], api_name="/generate")  # fmt: skip
+            wall = time.perf_counter() - start
+            if not outputs[1] or not Path(outputs[1]).is_file():
+                raise RuntimeError(f"no audio file: {outputs[0]}")
+            timings.append({"wall": wall, "generate": outputs[5], "tokens": outputs[4]})
+        return timings
+    finally:
+        demo.close()
+
+
+def _median(rows: list[dict], key: str) -> float:
+    return statistics.median(row[key] for row in rows)
+
+
+def markdown(report: dict) -> str:
+    tokens, goal = report["tokens"], report["goal_s"]
+    lines = [
+        "## Demo latency (`benchmarks/bench_demo.py`)",
+        "",
+        machine_description("cpu"),
+        "",
+        f"Model: {report['model']}. A {report['seconds']:.0f}-second piece takes {tokens} "
+        f"tokens (median of {len(report['calibration'])} pieces of "
+        f"{report['calibration_tokens']} tokens: {report['tokens_per_second']:.1f} tokens per "
+        f"second of music). Requests: {tokens} tokens, no primer, temperature 1, top-k 32, "
+        "top-p 0.95, grammar on (the page's defaults), a new seed each, median of "
+        f"{report['requests']}; {torch.get_num_threads()} torch thread as in `app.py`. "
+        "Request = the Generate button's function (generation, MIDI file, audio, piano roll).",
+        "",
+        "| set-up | request s (wall) | CPU s | generation s | rest s (audio, piano roll, "
+        "file; model loading when cold) | music s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, rows in report["setups"].items():
+        wall, generate = _median(rows, "wall"), _median(rows, "generate")
+        lines.append(
+            f"| {name} | {wall:.2f} | {_median(rows, 'cpu'):.2f} | {generate:.2f} | "
+            f"{wall - generate:.2f} | {_median(rows, 'music_s'):.1f} |"
+        )
+    if report.get("http"):
+        rows = report["http"]
+        lines.append(
+            f"| over HTTP (gradio_client, compiled, warm) | {_median(rows, 'wall'):.2f} | – | "
+            f"{_median(rows, 'generate'):.2f} | – | – |"
+        )
+    lines += [
+        "",
+        f"Start-up warm-up (load, grammar, compilation): {report['warmup_s']:.1f} s plain, "
+        f"{report['compiled_warmup_s']:.1f} s compiled.",
+    ]
+    served = report["setups"]["compiled decoding after warm-up (app.py)"]
+    best = _median(report["http"], "wall") if report.get("http") else _median(served, "wall")
+    verdict = "met" if best < goal else "NOT met"
+    lines.append(f"Goal: a {report['seconds']:.0f}-second piece with its audio in under {goal:.0f} "
+                 f"s: {best:.2f} s, {verdict}.")  # fmt: skip
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help=f"model folder (default: {DEFAULT_MODEL})")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the piece")
+    parser.add_argument("--requests", type=int, default=5, help="timed requests per set-up")
+    parser.add_argument("--calibration-pieces", type=int, default=8)
+    parser.add_argument("--calibration-tokens", type=int, default=1024)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (app.py: 1)")
+    parser.add_argument("--no-http", dest="http", action="store_false")
+    parser.add_argument("--output", type=Path, default=RESULTS / "bench_demo")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> str:
+    logging.basicConfig(level=logging.WARNING)
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from midiformers.app.demo import Generator, warm_up
+    from midiformers.app.models import resolve_models
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-demo-"))
+    (scratch / "out").mkdir()
+    model = Path(args.model) if args.model else DEFAULT_MODEL
+    description = f"`{model}`, trained by `python train.py`"
+    if args.model is None and not (model / "config.json").is_file():
+        model = untrained_default_model(scratch / "untrained-default")
+        description = "untrained (random weights) at the default recipe's size"
+    elif args.model is not None:
+        description = f"`{model}`"
+
+    def demo_generator(warm: bool, compiled: bool = False):
+        """A Generator as create_demo builds it, and the seconds its warm-up took."""
+        entries, notices = resolve_models([str(model)])
+        if not entries:
+            raise SystemExit("; ".join(notices))
+        start = time.perf_counter()
+        if warm:
+            warm_up(entries, compile_models=compiled)
+        generator = Generator(entries, scratch / "out", primer_dirs=[])
+        return generator, entries[0].label, time.perf_counter() - start
+
+    plain, label, warmup_s = demo_generator(True)
+    tokens, calibration = tokens_for(
+        args.seconds, plain.entries[label], args.calibration_pieces, args.calibration_tokens
+    )
+    cold, _, _ = demo_generator(False)
+    setups = {"first request, no warm-up": [request(cold, label, tokens, len(calibration))]}
+    compiled, _, compiled_warmup_s = demo_generator(True, compiled=True)
+    served = "compiled decoding after warm-up (app.py)"
+    setups["plain decoding after warm-up"], setups[served] = [], []
+    for seed in range(args.requests):  # alternating, so that load from other jobs hits both
+        setups["plain decoding after warm-up"].append(request(plain, label, tokens, seed))
+        setups[served].append(request(compiled, label, tokens, seed))
+    seeds = list(range(args.requests))
+    http = over_http([str(model)], label, tokens, seeds) if args.http else None
+    report = {
+        "model": description,
+        "seconds": args.seconds,
+        "tokens": tokens,
+        "tokens_per_second": statistics.median(
+            s["tokens"] / s["seconds"] for s in calibration if s["seconds"] >= 1.0
+        ),
+        "calibration": calibration,
+        "calibration_tokens": args.calibration_tokens,
+        "requests": args.requests,
+        "setups": setups,
+        "http": http,
+        "warmup_s": warmup_s,
+        "compiled_warmup_s": compiled_warmup_s,
+        "goal_s": GOAL_S,
+    }
+    table = markdown(report)
+    print(table)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".md").write_text(table + "\n")
+    args.output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    return table
+
+
+if __name__ == "__main__":
+    main()
