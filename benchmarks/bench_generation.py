@@ -2,13 +2,20 @@
 
 Each architecture in ``midiformers.modeling._CAUSAL_LM`` is built at one size (6 layers, hidden
 256, 4 heads, feed-forward 1024, vocabulary 512; recurrent models at their config defaults) next
-to a ``GPT2LMHeadModel`` of the same dimensions, and measured in the same run: parameters, prefill
-tokens/s, greedy generated tokens/s with and without the cache at several batch sizes, and peak
-memory. The Markdown table it prints states the machine and what was measured.
+to a ``GPT2LMHeadModel`` of the same dimensions (random weights, nothing downloaded), and
+measured in the same run: parameters, prefill tokens/s, greedy generated tokens/s with and
+without the cache at several batch sizes, and peak memory. Models that can compile their decode
+step (``_can_compile_fullgraph``) are also measured with a static cache
+(``cache_implementation="static"``) and with a static cache and compiled decoding
+(``compile_config=CompileConfig(fullgraph=True, dynamic=False)``, which transformers 5.24 only
+honours on a CPU when the config's ``_compile_all_devices`` is set), each against GPT-2's default
+``generate``. The Markdown tables it prints state the machine and what was measured; results
+also go to ``--output`` (``.md`` and ``.json``).
 
     python benchmarks/bench_generation.py                      # full run (slow on CPU)
     python benchmarks/bench_generation.py --quick              # 128 new tokens, a smoke run
     python benchmarks/bench_generation.py --archs gpt,gpt2 --uncached-new-tokens 256
+    python benchmarks/bench_generation.py --modes dynamic      # without static / compiled rows
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import contextlib
 import ctypes
 import dataclasses
 import gc
+import json
 import logging
 import os
 import platform
@@ -30,7 +38,7 @@ from functools import partial
 import torch
 import transformers
 from tqdm.auto import tqdm
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel
+from transformers import CompileConfig, GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
 from midiformers.modeling import _CAUSAL_LM
 
@@ -46,7 +54,16 @@ VOCAB_SIZE = 512
 SPECIAL_IDS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
 REFERENCE = "gpt2"
 GOALS = {"midiformers_gpt": 0.9, "midiformers_music_transformer": 0.6, "midiformers_conformer": 0.6}
+"""Default (dynamic-cache) generation of each model against GPT-2's."""
+COMPILED_GOALS = {
+    "midiformers_gpt": 2.0,
+    "midiformers_music_transformer": 0.8,
+    "midiformers_conformer": 0.8,
+}
+"""Static cache + compiled decode step of each model against GPT-2's default ``generate``."""
 CACHE_SPEEDUP_GOAL = 10.0
+MODES = ("dynamic", "static", "compiled")
+"""``generate``'s default cache; a static cache; a static cache and a compiled decode step."""
 
 
 @dataclass
@@ -61,6 +78,9 @@ class Result:
     uncached: dict[int, float] = field(default_factory=dict)
     cached_mem: float | None = None  # MiB, at the largest measured number of new tokens
     uncached_mem: float | None = None
+    modes: dict[str, float] = field(default_factory=dict)  # static / compiled -> tokens/s
+    first_call_s: dict[str, float] = field(default_factory=dict)  # incl. compilation
+    mode_errors: dict[str, str] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -182,7 +202,33 @@ def run_once(fn: Callable[[], object], device: torch.device, clock: str) -> tupl
     return seconds, memory.mib
 
 
-def greedy(model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int, use_cache: bool):
+def compile_config() -> CompileConfig:
+    """Compiled decoding as a user asks for it; ``_compile_all_devices`` lets transformers
+    compile on a CPU too, ``dynamic=False`` keeps one static graph per shape."""
+    config = CompileConfig(fullgraph=True, dynamic=False)
+    config._compile_all_devices = True
+    return config
+
+
+def mode_options(mode: str) -> dict:
+    """``generate`` options of a mode (see :data:`MODES`)."""
+    if mode == "static":
+        return {"cache_implementation": "static"}
+    if mode == "compiled":
+        return {"cache_implementation": "static", "compile_config": compile_config()}
+    return {}
+
+
+def supports_static(model: PreTrainedModel) -> bool:
+    """Whether the model has a static-cache, compilable decode step (not the LSTM's state)."""
+    return bool(getattr(model, "_can_compile_fullgraph", False)) and not getattr(
+        model, "_is_stateful", False
+    )
+
+
+def greedy(
+    model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int, use_cache: bool, **options
+):
     """Greedy decoding of exactly ``new_tokens`` tokens (EOS suppressed until then)."""
     out = model.generate(
         prompt,
@@ -193,6 +239,7 @@ def greedy(model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int, use_ca
         num_beams=1,
         use_cache=use_cache,
         pad_token_id=SPECIAL_IDS["pad_token_id"],
+        **options,
     )
     if out.shape[1] != prompt.shape[1] + new_tokens:
         raise RuntimeError(f"generated {out.shape[1] - prompt.shape[1]} tokens, not {new_tokens}")
@@ -200,12 +247,16 @@ def greedy(model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int, use_ca
 
 
 def tasks(args) -> list[tuple[str, int, bool, int]]:
-    """(kind, tokens, use_cache, repeats) measured per model and batch size, in order."""
+    """(kind, tokens, use_cache, repeats) measured per model and batch size, in order; kind is
+    ``prefill``, ``generate`` (default cache) or a static mode (``static``, ``compiled``)."""
     todo = [("prefill", args.prefill_length, True, args.repeats)]
     for new_tokens in sorted({args.new_tokens, args.uncached_new_tokens}, reverse=True):
         todo.append(("generate", new_tokens, True, args.repeats))
     if not args.skip_uncached:
         todo.append(("generate", args.uncached_new_tokens, False, args.uncached_repeats))
+    for mode in args.modes:
+        if mode != "dynamic":
+            todo.append((mode, args.new_tokens, True, args.repeats))
     return todo
 
 
@@ -229,29 +280,47 @@ def measure_batch(
             logger.exception("%s batch %d failed", name, batch)
     for kind, tokens, use_cache, repeats in tasks(args):
         best = {name: (float("inf"), 0.0) for name in models}
+        static = kind in MODES
+        if static:  # the first call builds the static cache and compiles: timed on its own
+            for name, model in models.items():
+                if results[name].error is None and supports_static(model):
+                    first = partial(greedy, model, prompt, tokens, True, **mode_options(kind))
+                    try:
+                        results[name].first_call_s[kind] = run_once(first, device, "wall")[0]
+                    except Exception as error:  # the other modes and models go on
+                        results[name].mode_errors[kind] = _describe(error)
+                        logger.exception("%s batch %d %s failed", name, batch, kind)
         for repeat in range(repeats):
             order = list(models.items())
             for name, model in order if repeat % 2 == 0 else reversed(order):
                 progress.update()
                 if results[name].error is not None:
                     continue
+                if static and (not supports_static(model) or kind in results[name].mode_errors):
+                    continue  # not applicable, or failed on its first call
                 if kind == "prefill":
                     call = partial(model, input_ids=prefill, use_cache=True)
                 else:
-                    call = partial(greedy, model, prompt, tokens, use_cache)
+                    options = mode_options(kind) if static else {}
+                    call = partial(greedy, model, prompt, tokens, use_cache, **options)
                 try:
                     seconds, mib = run_once(call, device, args.clock)
                 except Exception as error:
-                    results[name].error = _describe(error)
-                    logger.exception("%s batch %d failed", name, batch)
+                    if static:
+                        results[name].mode_errors[kind] = _describe(error)
+                    else:
+                        results[name].error = _describe(error)
+                    logger.exception("%s batch %d %s failed", name, batch, kind)
                     continue
                 best[name] = (min(best[name][0], seconds), max(best[name][1], mib))
         for name, (seconds, mib) in best.items():
             result = results[name]
-            if result.error is not None:
+            if result.error is not None or seconds == float("inf"):
                 continue
             speed = batch * tokens / seconds
-            if kind == "prefill":
+            if static:
+                result.modes[kind] = speed
+            elif kind == "prefill":
                 result.prefill_tok_s = speed
             elif use_cache:
                 result.cached[tokens] = speed
@@ -328,8 +397,38 @@ def markdown_table(results: list[Result], args, device, dtype) -> str:
             f"{_fmt(vs_ref, 2)}{'×' if vs_ref else ''} | {_fmt(r.cached_mem, 1)} "
             f"| {_fmt(r.uncached_mem, 1)} |"
         )
+    if any(r.modes or r.mode_errors for r in results):
+        lines += ["", *modes_table(results, args)]
     lines += ["", *goal_lines(results, args)]
     return "\n".join(lines)
+
+
+def modes_table(results: list[Result], args) -> list[str]:
+    """Default, static-cache and compiled generation of each model against GPT-2's default."""
+    n = args.new_tokens
+    reference = {r.batch: r.cached.get(n) for r in results if r.name == REFERENCE and not r.error}
+    lines = [
+        f"Static cache and compiled decoding, {n} new tokens (greedy, same prompt); vs GPT-2 = "
+        "against GPT-2's default `generate` at the same batch size; first call = the first "
+        "`generate` of that kind, compilation included (wall clock):",
+        "",
+        "| model | batch | default tok/s | static tok/s | static + compiled tok/s | vs GPT-2: "
+        "default / static / compiled | first call s: static / compiled |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        if r.error is not None or not (r.modes or r.mode_errors):
+            continue
+        ref = reference.get(r.batch)
+        speeds = [r.cached.get(n), r.modes.get("static"), r.modes.get("compiled")]
+        ratios = " / ".join(f"{speed / ref:.2f}x" if speed and ref else "–" for speed in speeds)
+        first = " / ".join(_fmt(r.first_call_s.get(mode), 1) for mode in ("static", "compiled"))
+        failed = "; ".join(f"{mode} failed: {text}" for mode, text in r.mode_errors.items())
+        lines.append(
+            f"| {r.name} | {r.batch} | {' | '.join(_fmt(speed) for speed in speeds)} | {ratios} "
+            f"| {first}{' ' + failed if failed else ''} |"
+        )
+    return lines
 
 
 def goal_lines(results: list[Result], args) -> list[str]:
@@ -359,6 +458,14 @@ def goal_lines(results: list[Result], args) -> list[str]:
                 f"- {r.name} batch {r.batch}: {ratio:.2f}× GPT-2's cached generation speed "
                 f"(goal ≥ {goal}×): {verdict}"
             )
+        goal = COMPILED_GOALS.get(f"midiformers_{r.name}")
+        if goal is not None and ref is not None and "compiled" in r.modes:
+            ratio = r.modes["compiled"] / ref.cached[n]
+            verdict = "met" if ratio >= goal else "NOT met"
+            lines.append(
+                f"- {r.name} batch {r.batch}: static cache + compiled decoding at {ratio:.2f}× "
+                f"GPT-2's default generation speed (goal ≥ {goal}×): {verdict}"
+            )
     return lines
 
 
@@ -378,6 +485,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="new tokens for the uncached runs (default: --new-tokens); uncached is quadratic",
     )
     parser.add_argument("--skip-uncached", action="store_true")
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="generation modes to measure: dynamic (generate's default cache; always measured), "
+        "static (cache_implementation='static'), compiled (static + compile_config)",
+    )
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--prompt-length", type=int, default=16)
     parser.add_argument("--prefill-length", type=int, default=512)
@@ -403,6 +516,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.clock == "cpu" and args.device.startswith("cuda"):
         parser.error("--clock cpu measures CPU work only; use the wall clock on a GPU")
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    args.modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    unknown = sorted(set(args.modes) - set(MODES))
+    if unknown:
+        parser.error(f"--modes: unknown {unknown}; choose from {', '.join(MODES)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     return args
@@ -444,6 +561,10 @@ def main(argv: list[str] | None = None) -> str:
     if args.output:
         with open(args.output, "w") as handle:
             handle.write(table + "\n")
+        record = {"args": vars(args), "results": [dataclasses.asdict(r) for r in results]}
+        with open(os.path.splitext(args.output)[0] + ".json", "w") as handle:
+            json.dump(record, handle, indent=2, default=str)
+            handle.write("\n")
     return table
 
 
