@@ -66,10 +66,27 @@ def assert_seconds(tokenizer: MidiTokenizer, rows: list[list[int]], seconds: flo
 def test_random_logits_end_at_about_s_seconds(tokenizers, name):
     """Budgets generous enough for random logits (REMI writes many positions per bar)."""
     tokenizer = tokenizers[name]
-    seconds, budget = (4.0, 800) if name == "remi" else (10.0, 400)
+    seconds, budget = (4.0, 600) if name == "remi" else (10.0, 300)
     processor = MidiGrammarLogitsProcessor(tokenizer, max_new_tokens=budget, max_seconds=seconds)
     batch = sample_random(tokenizer, processor, 12, budget, seed=3)
     assert_seconds(tokenizer, batch.tolist(), seconds)
+    assert processor.num_fallbacks == 0
+
+
+@pytest.mark.parametrize("name", ["remi", "midilike"])
+def test_a_short_budget_still_ends_by_s_seconds(tokenizers, name):
+    """A budget too small to reach S (the budget is not time-aware beyond a rough hurry): no
+    note past S, and the rows that end with EOS end within a beat of S."""
+    tokenizer = tokenizers[name]
+    processor = MidiGrammarLogitsProcessor(tokenizer, max_new_tokens=60, max_seconds=20.0)
+    batch = sample_random(tokenizer, processor, 12, 60, seed=5)
+    for row in batch.tolist():
+        assert check_sequence(tokenizer, row).is_valid
+        score = tokenizer.to_score(row)
+        end = score.to("second").end()
+        assert end <= 20.0 + SLACK
+        if tokenizer.eos_token_id in row:
+            assert end >= 20.0 - longest_beat(score) - SLACK
     assert processor.num_fallbacks == 0
 
 

@@ -1,12 +1,12 @@
 """Pieces of about S seconds (``MidiGrammar.with_max_seconds``).
 
-A state that keeps time holds ``clock``: ``(batch, 9)`` float64 columns: the current time in
+A state that keeps time holds ``clock``: ``(batch, 10)`` float64 columns: the current time in
 seconds ``T`` (REMI: of the current position), the tempo (quarter notes per minute, 120 before
 any Tempo token, as miditok decodes), the meter's denominator (4 before any TimeSig; miditok
 counts time in beats of it, so a beat lasts ``60 / tempo * 4 / denominator`` seconds), the REMI
 position and bar length (positions), whether a REMI Bar has started, the latest note end in
 seconds, ``done`` and the time of the last Tempo token (one tempo per time: miditok decodes
-several at one tick in no reliable order).
+several at one tick in no reliable order) and the musical tokens so far (for the pace).
 
 Time moves with TimeShift tokens (TSD, MIDILike, performance, Structured) or Bar / Position
 tokens (REMI). With ``max_seconds = S``:
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ._compiler import CompiledGrammar
     from ._runtime import GrammarState
 
-_T, _TEMPO, _DEN, _POS, _BARLEN, _STARTED, _END, _DONE, _TEMPO_AT = range(9)
+_T, _TEMPO, _DEN, _POS, _BARLEN, _STARTED, _END, _DONE, _TEMPO_AT, _TOKENS = range(10)
 _OTHER, _SHIFT, _BAR, _POSITION, _TEMPO_TOKEN, _TIMESIG, _DURATION, _NOTE_ON, _NOTE_OFF = range(9)
 _PROGRAM = 9
 DEFAULT_TEMPO = 120.0
@@ -129,7 +129,7 @@ class Clock:
         return self._device_tables[device]
 
     def initial_clock(self, batch_size: int, device: torch.device) -> torch.Tensor:
-        clock = torch.zeros(batch_size, 9, dtype=torch.float64, device=device)
+        clock = torch.zeros(batch_size, 10, dtype=torch.float64, device=device)
         clock[:, _TEMPO] = DEFAULT_TEMPO
         clock[:, _DEN] = 4.0
         clock[:, _BARLEN] = self.default_bar
@@ -164,6 +164,7 @@ class Clock:
         end = torch.where(is_tempo & (end > t), t + ringing, end)
         tempo = torch.where(is_tempo, value, tempo)
         tempo_at = torch.where(is_tempo, t, clock[:, _TEMPO_AT])
+        tokens = clock[:, _TOKENS] + (kind != _OTHER).double()  # musical tokens so far
         den = torch.where(kind == _TIMESIG, value, den)
         barlen = torch.where(kind == _TIMESIG, tables["bar_length"][base], barlen)
         end = torch.where(kind == _DURATION, torch.maximum(end, t + value * beat), end)
@@ -171,7 +172,7 @@ class Clock:
         beat = self._beat(tempo, den)
         done = end >= max_seconds - beat - _EPS
         state.clock = torch.stack(
-            [t, tempo, den, pos, barlen, started, end, done.double(), tempo_at], dim=1
+            [t, tempo, den, pos, barlen, started, end, done.double(), tempo_at, tokens], dim=1
         )
 
     def restrict(self, allowed: torch.Tensor, state: GrammarState, max_seconds: float) -> None:
@@ -227,7 +228,8 @@ class Clock:
         self, allowed: torch.Tensor, state: GrammarState, max_seconds: float, limit: torch.Tensor
     ) -> None:
         """Under a length budget: rows that may not end yet and have few tokens left for the
-        way to the end (four times a rough count of it, + 16) start no new note (no Program, no
+        way to the end (fewer than the rest of the way at the pace so far, or than four times a
+        rough count of the fewest tokens, + 16) start no new note (no Program, no
         note-on) unless it can end within a beat of the limit, and change no tempo or meter,
         so time moves on."""
         tables = self.on(allowed.device)
@@ -243,7 +245,12 @@ class Clock:
             step = self.max_shift * beat
         moves = ((target - reach) / step.clamp(min=1e-6)).clamp(min=0).ceil()
         need = moves + 5  # + a Position / TimeShift, Program, note-on, Velocity, Duration
-        hurry = (clock[:, _DONE] <= 0) & (reach < target) & (limit.double() < 4 * need + 16)
+        if self.note_off and state.count is not None:  # + Program and NoteOff per sounding note
+            need = need + 2 * state.count.flatten(1).sum(1).double()
+        # the pace so far: tokens per second; the rest of the way at that pace must fit
+        pace = clock[:, _TOKENS] / t.clamp(min=beat)
+        need = torch.maximum(4 * need + 16, pace * (target - t))
+        hurry = (clock[:, _DONE] <= 0) & (reach < target) & (limit.double() < need)
         if not bool(hurry.any()):
             return
         kind = tables["kind"][:vocab]
