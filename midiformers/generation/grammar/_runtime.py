@@ -183,7 +183,8 @@ class MidiGrammar:
         of the current meter. Every note ends by ``max_seconds``; time only moves while a note
         can still fit; EOS waits until a note ends within one beat (at the tempo and meter then)
         of ``max_seconds``. So the decoded piece ends between ``max_seconds`` minus one beat and
-        ``max_seconds``, unless the length budget runs out first. The prompt and
+        ``max_seconds``, unless the length budget runs out first (rows falling behind the pace
+        the budget allows start fewer notes, see :meth:`._seconds.Clock.hurry`). The prompt and
         ``context_ids`` count. See :mod:`._seconds`.
 
         Raises:
