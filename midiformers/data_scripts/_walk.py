@@ -26,13 +26,13 @@ import heapq
 import os
 import stat
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 _ANY = None  # the state of a walk without a pattern: everything matches
 
 
-@dataclass(frozen=True)
-class FoundFile:
-    """A regular file found by :func:`find_files`."""
+class FoundFile(NamedTuple):
+    """A regular file found by :func:`find_files` (a tuple: there is one per file)."""
 
     path: str
     relative: str  # to the walk's root, with "/" separators
@@ -136,7 +136,7 @@ def find_files(
     pushed = 0
     root_real = os.path.realpath(location)
     walked: set[tuple[int, int, frozenset[int] | None]] = set()
-    candidates: list[tuple[int, tuple[str, ...], str, tuple[int, int], int]] = []
+    candidates: list[tuple[int, int, tuple[str, ...], str, int, int, int] | None] = []
     while queue:
         links, _depth, parts, _order, folder, states = heapq.heappop(queue)
         try:
@@ -196,18 +196,29 @@ def find_files(
                     Problem("/".join(relative), "not a regular file", "not a regular file")
                 )
                 continue
-            key = (info.st_dev, info.st_ino)
             candidates.append(
-                (links + is_link, len(relative), relative, entry.path, key, info.st_size)
+                (
+                    links + is_link,
+                    len(relative),
+                    relative,
+                    entry.path,
+                    info.st_dev,
+                    info.st_ino,
+                    info.st_size,
+                )
             )
+    candidates.sort()
     kept: dict[tuple[int, int], str] = {}
-    for _links, _depth, relative, path, key, size in sorted(candidates):
+    for index, (_links, _depth, relative, path, device, inode, size) in enumerate(candidates):
+        candidates[index] = None  # freed as we go: a folder may hold millions of files
         name = "/".join(relative)
+        key = (device, inode)
         if key in kept:
             result.duplicates.append((name, kept[key]))
             continue
         kept[key] = name
         result.files.append(FoundFile(path, name, size))
+    del candidates, kept
     result.files.sort(key=lambda found: found.relative)
     result.problems.sort(key=lambda problem: problem.name)
     result.duplicates.sort()

@@ -189,18 +189,23 @@ def scan_midi_folder(pattern_or_dir: str, drop_labels: bool = False) -> FolderSc
             f"midi_folder: no MIDI files ({', '.join(MIDI_EXTENSIONS)}) found in "
             f"{pattern_or_dir!r}{found}"
         )
-    parts = [found.relative.split("/") for found in walk.files]
     # Split folders only when every file is in one; otherwise "valid/" may well be a label.
-    use_splits = all(len(p) > 1 and p[0].lower() in SPLIT_FOLDERS for p in parts)
-    for found, pieces in zip(walk.files, parts):
-        split = None
-        if use_splits:
-            split = SPLIT_FOLDERS[pieces[0].lower()]
-            pieces = pieces[1:]
-        label = pieces[-2] if len(pieces) > 1 else None
+    use_splits = all(
+        "/" in found.relative and found.relative.split("/", 1)[0].lower() in SPLIT_FOLDERS
+        for found in walk.files
+    )
+    # Labels only when every file is in a sub-folder (below its split folder, if any).
+    minimum = 3 if use_splits else 2
+    labelled = not drop_labels and all(
+        found.relative.count("/") + 1 >= minimum for found in walk.files
+    )
+    found_files, walk.files = walk.files, []
+    for index, found in enumerate(found_files):
+        found_files[index] = None  # one list at a time: a folder may hold millions of files
+        pieces = found.relative.split("/")
+        split = SPLIT_FOLDERS[pieces[0].lower()] if use_splits else None
+        label = pieces[-2] if labelled else None
         scan.files.append(_File(found.path, found.relative, split, label, found.size))
-    if drop_labels or any(file.label is None for file in scan.files):
-        scan.files = [file._replace(label=None) for file in scan.files]
     return scan
 
 
