@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets.utils import tqdm as hf_tqdm
 
+from ._common import frozen_heap
 from .processing import (
     Mode,
     PitchTranspose,
@@ -442,7 +443,10 @@ def _run_tasks(
             return
         from multiprocess import Pool
 
-        with Pool(min(num_proc, len(tasks)), _init_worker, (splits, options)) as pool:
+        with (
+            frozen_heap(num_proc),
+            Pool(min(num_proc, len(tasks)), _init_worker, (splits, options)) as pool,
+        ):
             for _split, _index, stats in pool.imap_unordered(_worker_shard, tasks):
                 advance(stats)
 
