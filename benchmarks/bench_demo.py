@@ -182,11 +182,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help=f"model folder (default: {DEFAULT_MODEL})")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the piece")
-    parser.add_argument("--requests", type=int, default=5, help="timed requests per set-up")
-    parser.add_argument("--calibration-pieces", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=7, help="timed requests per set-up")
+    parser.add_argument("--calibration-pieces", type=int, default=16)
     parser.add_argument("--calibration-tokens", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (app.py: 1)")
     parser.add_argument("--no-http", dest="http", action="store_false")
+    parser.add_argument("--label", default=None, help="how the table names the model")
     parser.add_argument("--output", type=Path, default=RESULTS / "bench_demo")
     return parser.parse_args(argv)
 
@@ -207,6 +208,7 @@ def main(argv: list[str] | None = None) -> str:
         description = "untrained (random weights) at the default recipe's size"
     elif args.model is not None:
         description = f"`{model}`"
+    description = args.label or description
 
     def demo_generator(warm: bool, compiled: bool = False):
         """A Generator as create_demo builds it, and the seconds its warm-up took."""
