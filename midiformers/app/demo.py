@@ -9,6 +9,7 @@ Requests are untrusted: a file they name is used only if it lies in Gradio's upl
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import os
@@ -19,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -288,10 +290,11 @@ def compile_decoding(model: Any) -> bool:
 
 
 def warm_up(entries: Sequence[ModelEntry], compile_models: bool = True) -> None:
-    """Load every model and generate :data:`WARMUP_TOKENS` tokens with it, so that the first
-    visitor waits neither for loading, the grammar nor ``torch.compile``. A model whose
-    compiled decoding fails here goes back to plain decoding; one that fails altogether is
-    left for its first request to report."""
+    """Load every model and generate :data:`WARMUP_TOKENS` tokens with it, then render them as
+    audio and a piano roll, so that the first visitor waits neither for loading, the grammar,
+    ``torch.compile``, the SoundFont nor matplotlib. A model whose compiled decoding fails here
+    goes back to plain decoding; one that fails altogether is left for its first request to
+    report."""
     for entry in entries:
         start = time.perf_counter()
         try:
@@ -305,7 +308,7 @@ def warm_up(entries: Sequence[ModelEntry], compile_models: bool = True) -> None:
         compiled = compile_models and compile_decoding(generate.model)
         options = {"composer": entry.composers[0]} if entry.composers else {}
         try:
-            generate(None, max_new_tokens=WARMUP_TOKENS, seed=0, **options)
+            piece = generate(None, max_new_tokens=WARMUP_TOKENS, seed=0, **options)
         except Exception:
             if compiled:
                 logger.exception("Warm-up: compiled decoding failed for %s; plain", entry.spec)
@@ -314,12 +317,29 @@ def warm_up(entries: Sequence[ModelEntry], compile_models: bool = True) -> None:
             else:
                 logger.exception("Warm-up: generation with %s failed", entry.spec)
             continue
+        _warm_up_outputs(piece["score"])
         logger.info(
             "Warm-up: %s ready in %.1f s%s",
             entry.label,
             time.perf_counter() - start,
             " (compiled decoding)" if compiled else "",
         )
+
+
+def _warm_up_outputs(score) -> None:
+    """Render every key of the piece's instruments once (the SoundFont's compressed samples
+    are decoded on first use: 0.3 s in the first request otherwise) and draw its piano roll."""
+    from symusic import Note, Score, Track
+
+    keyboard = Score(score.ticks_per_quarter)
+    for program, is_drum in {(t.program, t.is_drum) for t in score.tracks} or {(0, False)}:
+        track = Track(program=program, is_drum=is_drum)
+        for step, (pitch, velocity) in enumerate(product(range(21, 109), (40, 80, 120))):
+            track.notes.append(Note(step * 8, 8, pitch, velocity))
+        keyboard.tracks.append(track)
+    with contextlib.suppress(AudioUnavailableError):
+        render_audio(keyboard)
+    piano_roll(score)
 
 
 def _primer_end(entry: ModelEntry, output: dict[str, Any]) -> float | None:
