@@ -12,8 +12,8 @@ it an untrained model of the default recipe's size, which the table says):
 2. requests for that many tokens, each a new seed, timed (wall and CPU) in three set-ups: the
    first request of a demo started without warm-up (model loading included), plain decoding
    after warm-up, and compiled decoding after warm-up (what ``app.py`` serves);
-3. the same request over HTTP (``gradio_client`` against the demo served on localhost), which
-   adds Gradio's queue and the audio file the browser downloads.
+3. the same request over HTTP: ``gradio_client`` against ``python app.py`` serving on localhost
+   in its own process, which adds Gradio's queue and the audio file a browser downloads.
 
 Results go to ``benchmarks/results/bench_demo.{md,json}``::
 
@@ -27,7 +27,10 @@ import argparse
 import json
 import logging
 import math
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -105,16 +108,18 @@ def request(generator, label: str, tokens: int, seed: int) -> dict:
     }
 
 
-def over_http(models: list[str], label: str, tokens: int, seeds: list[int]) -> list[dict]:
-    """The same requests through Gradio's API on localhost (queue, audio file, JSON)."""
+def over_http(model: str, label: str, tokens: int, seeds: list[int]) -> list[dict]:
+    """The same requests through Gradio's API, to ``python app.py`` (warm-up and compiled
+    decoding included) serving on localhost in its own process, like a browser's clicks."""
     from gradio_client import Client
 
-    from midiformers.app import create_demo
-
-    demo = create_demo(models, warmup=True)
-    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, str(ROOT / "app.py"), "--model", model, "--port", str(port)]
+    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        client = Client(url, verbose=False)
+        client = _connect(f"http://127.0.0.1:{port}/", server, Client)
         timings = []
         for seed in seeds:
             start = time.perf_counter()
@@ -127,7 +132,21 @@ def over_http(models: list[str], label: str, tokens: int, seeds: list[int]) -> l
             timings.append({"wall": wall, "generate": outputs[5], "tokens": outputs[4]})
         return timings
     finally:
-        demo.close()
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _connect(url: str, server: subprocess.Popen, client_class, timeout: float = 300.0):
+    """A client of the demo once it serves (start-up includes the warm-up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"app.py exited: {server.stderr.read().decode()[-2000:]}")
+        try:
+            return client_class(url, verbose=False)
+        except Exception:  # not listening yet
+            time.sleep(1.0)
+    raise RuntimeError(f"app.py did not serve {url} within {timeout:.0f} s")
 
 
 def _median(rows: list[dict], key: str) -> float:
@@ -146,7 +165,8 @@ def markdown(report: dict) -> str:
         f"{report['calibration_tokens']} tokens: {report['tokens_per_second']:.1f} tokens per "
         f"second of music). Requests: {tokens} tokens, no primer, temperature 1, top-k 32, "
         "top-p 0.95, grammar on (the page's defaults), a new seed each, median of "
-        f"{report['requests']}; {torch.get_num_threads()} torch thread as in `app.py`. "
+        f"{report['requests']} that ran to {tokens} tokens ({report['ended_early']} other seeds "
+        f"ended their piece earlier); {torch.get_num_threads()} torch thread as in `app.py`. "
         "Request = the Generate button's function (generation, MIDI file, audio, piano roll).",
         "",
         "| set-up | request s (wall) | CPU s | generation s | rest s (audio, piano roll, "
@@ -162,7 +182,7 @@ def markdown(report: dict) -> str:
     if report.get("http"):
         rows = report["http"]
         lines.append(
-            f"| over HTTP (gradio_client, compiled, warm) | {_median(rows, 'wall'):.2f} | – | "
+            f"| over HTTP (`python app.py`, gradio_client) | {_median(rows, 'wall'):.2f} | – | "
             f"{_median(rows, 'generate'):.2f} | – | – |"
         )
     lines += [
@@ -225,16 +245,24 @@ def main(argv: list[str] | None = None) -> str:
     tokens, calibration = tokens_for(
         args.seconds, plain.entries[label], args.calibration_pieces, args.calibration_tokens
     )
-    cold, _, _ = demo_generator(False)
-    setups = {"first request, no warm-up": [request(cold, label, tokens, len(calibration))]}
     compiled, _, compiled_warmup_s = demo_generator(True, compiled=True)
     served = "compiled decoding after warm-up (app.py)"
-    setups["plain decoding after warm-up"], setups[served] = [], []
-    for seed in range(args.requests):  # alternating, so that load from other jobs hits both
-        setups["plain decoding after warm-up"].append(request(plain, label, tokens, seed))
-        setups[served].append(request(compiled, label, tokens, seed))
-    seeds = list(range(args.requests))
-    http = over_http([str(model)], label, tokens, seeds) if args.http else None
+    setups = {"plain decoding after warm-up": [], served: []}
+    seeds, ended_early = [], 0
+    for seed in range(20 * args.requests):  # alternating, so load from other jobs hits both
+        if len(seeds) == args.requests:
+            break
+        timings = request(plain, label, tokens, seed), request(compiled, label, tokens, seed)
+        if any(timing["tokens"] != tokens for timing in timings):
+            ended_early += 1  # the model closed the piece (EOS) before the requested length
+            continue
+        seeds.append(seed)
+        setups["plain decoding after warm-up"].append(timings[0])
+        setups[served].append(timings[1])
+    cold, _, _ = demo_generator(False)
+    first = "first request without warm-up (model loading included)"
+    setups = {first: [request(cold, label, tokens, seeds[0])], **setups}
+    http = over_http(str(model), label, tokens, seeds) if args.http else None
     report = {
         "model": description,
         "seconds": args.seconds,
@@ -244,7 +272,8 @@ def main(argv: list[str] | None = None) -> str:
         ),
         "calibration": calibration,
         "calibration_tokens": args.calibration_tokens,
-        "requests": args.requests,
+        "requests": len(seeds),
+        "ended_early": ended_early,
         "setups": setups,
         "http": http,
         "warmup_s": warmup_s,
