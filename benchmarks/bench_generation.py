@@ -1,16 +1,16 @@
 """Generation speed of every registered midiformers causal LM against transformers' GPT-2.
 
-Each architecture in ``midiformers.modeling._CAUSAL_LM`` is built at one size (6 layers, hidden
-256, 4 heads, feed-forward 1024, vocabulary 512; recurrent models at their config defaults) next
-to a ``GPT2LMHeadModel`` of the same dimensions (random weights, nothing downloaded), and
-measured in the same run: parameters, prefill tokens/s, greedy generated tokens/s with and
-without the cache at several batch sizes, and peak memory. Models that can compile their decode
-step (``_can_compile_fullgraph``) are also measured with a static cache
-(``cache_implementation="static"``) and with a static cache and compiled decoding
+Each unconditional causal LM of the registry (``midiformers.modeling.ARCHITECTURES``) is built
+at one size (6 layers, hidden 256, 4 heads, feed-forward 1024, vocabulary 512; recurrent models
+at their config defaults) next to a ``GPT2LMHeadModel`` of the same dimensions (random weights,
+nothing downloaded), and measured in the same run: parameters, prefill tokens/s, greedy
+generated tokens/s with and without the cache at several batch sizes, and peak memory. Models
+that can compile their decode step (``_can_compile_fullgraph``) are also measured with a static
+cache (``cache_implementation="static"``) and with a static cache and compiled decoding
 (``compile_config=CompileConfig(fullgraph=True, dynamic=False)``, which transformers 5.24 only
-honours on a CPU when the config's ``_compile_all_devices`` is set), each against GPT-2's default
-``generate``. The Markdown tables it prints state the machine and what was measured; results
-also go to ``--output`` (``.md`` and ``.json``).
+honours on a CPU when the config's ``_compile_all_devices`` is set), each against GPT-2's
+default ``generate``. The Markdown tables it prints state the machine and what was measured;
+results also go to ``--output`` (``.md`` and ``.json``).
 
     python benchmarks/bench_generation.py                      # full run (slow on CPU)
     python benchmarks/bench_generation.py --quick              # 128 new tokens, a smoke run
@@ -40,7 +40,7 @@ import transformers
 from tqdm.auto import tqdm
 from transformers import CompileConfig, GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
-from midiformers.modeling import _CAUSAL_LM
+from midiformers.modeling import ARCHITECTURES
 
 logger = logging.getLogger("bench_generation")
 
@@ -87,17 +87,14 @@ class Result:
 # ----------------------------------------------------------------------------- models
 
 
-def short_name(model_type: str) -> str:
-    return model_type.removeprefix("midiformers_")
-
-
 def registered_builders(max_positions: int) -> dict[str, Callable[[], PreTrainedModel]]:
     """Model builders keyed by short name: every registered causal LM, then the GPT-2 reference."""
     builders = {}
-    for config_class, _, lm_class in _CAUSAL_LM:
-        builders[short_name(config_class.model_type)] = _midiformers_builder(
-            config_class, lm_class, max_positions
-        )
+    for arch in ARCHITECTURES.values():
+        if arch.generates and arch.conditioning is None:
+            builders[arch.name] = _midiformers_builder(
+                arch.config_class, arch.model_class, max_positions
+            )
     builders[REFERENCE] = lambda: GPT2LMHeadModel(gpt2_config(max_positions))
     return builders
 
