@@ -83,3 +83,12 @@ def tiny_model_dir(tmp_path_factory, midi_tokenizer) -> Path:
     MidiGPTForCausalLM(config).save_pretrained(folder)
     midi_tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small tensors: one torch thread avoids oversubscribing the two cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -26,12 +26,7 @@ SCHEMES = ["remi", "tsd", "midilike", "performance", "structured"]
 SLACK = 0.01  # seconds: tick rounding of the decoded times
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
