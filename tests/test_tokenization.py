@@ -336,7 +336,7 @@ REAL_METERS = [(2, 2), (3, 2), (4, 2), (5, 8), (7, 8), (9, 8), (7, 4)]
 
 
 def test_presets_document_their_meters_and_tempi(tokenizers):
-    assert METERED_PRESETS == ["midilike", "remi", "tsd"]
+    assert METERED_PRESETS == ["midilike", "mmm", "remi", "tsd"]
     for numerator, denominator in REAL_METERS + [(3, 4), (4, 4), (6, 8), (12, 8)]:
         assert numerator in TIME_SIGNATURE_RANGE[denominator]
     for name in ("remi", "performance"):

@@ -3,16 +3,17 @@
 Every preset produces **one token stream** per file (``use_programs=True`` with
 ``one_token_stream_for_programs=True``) so that a causal language model sees a single
 sequence: each note is preceded by (or, with ``program_changes``, follows a change to) a
-``Program_x`` token. Two consequences, shared by all presets:
+``Program_x`` token (``mmm``: one ``Program_x`` at the start of each track). Two
+consequences, shared by all presets:
 
 * tracks that use the same MIDI program are merged into one track (two violin parts
-  come back as one violin track);
+  come back as one violin track), except with ``mmm``, which keeps every track;
 * drum tracks (MIDI channel 10) are kept: their notes carry ``Program_-1`` and dedicated
   ``PitchDrum_x`` / ``DrumOn_x`` tokens (pitches 27-87, the General MIDI drum kit), and
   they decode back to a drum track. Drum notes outside that range are dropped by miditok.
 
 The special tokens are miditok's ``PAD_None`` (id 0), ``BOS_None``, ``EOS_None`` and
-``MASK_None``.
+``MASK_None`` (``mmm`` adds the infilling tokens and miditok's ``Track_Start`` / ``Track_End``).
 
 Meters and tempi (presets with ``TimeSig`` / ``Tempo`` tokens):
 
@@ -28,6 +29,19 @@ Meters and tempi (presets with ``TimeSig`` / ``Tempo`` tokens):
   120 and 240 are bins). MIDI tempi are always per quarter note: 2/2 at half note = 200 is
   400 here. A tempo outside the range becomes the nearest end of it, with the same one
   warning per file.
+
+The ``mmm`` preset is multi-track (MMM, Ens et al., 2020, miditok's ``MMM`` over REMI): each
+track is its own ``Track_Start Program_x [track controls] <REMI bars> Track_End`` block (tracks
+of the same program stay apart, time restarts at 0 in each), and it adds
+
+* miditok's attribute-control tokens (:data:`ATTRIBUTE_CONTROLS`): track-level ones right after
+  ``Program_x``, bar-level ones after a bar's ``Bar TimeSig`` (and ``Position_0 Tempo`` when
+  the tempo changes there), before its first note. They appear only when asked for
+  (``encode(score, attribute_controls_indexes=...)``, random subsets for training);
+* the infilling tokens :data:`INFILL_PLACEHOLDER`, :data:`FILL_START` and :data:`FILL_END`: a
+  masked bar reads ``Bar_None Infill_Bar`` in its track, and after the last ``Track_End`` each
+  placeholder gets, in order, ``FillBar_Start <the bar's body from its TimeSig on>
+  FillBar_End``.
 
 A tokenizer saved by ``save_pretrained`` keeps the ranges it was built with (they are in its
 ``miditok_config.json``), whatever these defaults become.
@@ -46,6 +60,11 @@ from typing import Any
 import miditok
 
 __all__ = [
+    "ATTRIBUTE_CONTROLS",
+    "FILL_END",
+    "FILL_START",
+    "INFILL_PLACEHOLDER",
+    "INFILL_TOKENS",
     "NUM_TEMPOS",
     "PRESETS",
     "TEMPO_RANGE",
@@ -77,6 +96,29 @@ _TEMPOS = {
     "log_tempos": True,
 }
 _METERS = {"use_time_signatures": True, "time_signature_range": TIME_SIGNATURE_RANGE}
+
+INFILL_PLACEHOLDER = "Infill_Bar"
+"""Stands for a masked bar in its track (``Bar_None Infill_Bar``): its content comes later."""
+FILL_START = "FillBar_Start"
+"""Opens the content of one masked bar, after the last ``Track_End`` (one per placeholder)."""
+FILL_END = "FillBar_End"
+"""Closes the content of one masked bar."""
+INFILL_TOKENS = (INFILL_PLACEHOLDER, FILL_START, FILL_END)
+
+ATTRIBUTE_CONTROLS = {
+    "ac_polyphony_track": True,
+    "ac_polyphony_bar": True,
+    "ac_pitch_class_bar": True,
+    "ac_note_density_track": True,
+    "ac_note_density_bar": True,
+    "ac_note_duration_bar": True,
+    "ac_note_duration_track": True,
+    "ac_repetition_track": True,
+}
+"""Every miditok attribute control (``TokenizerConfig`` switches), as the ``mmm`` preset has them:
+onset polyphony (track and bar, 1-6 notes), pitch classes (bar), note density (track and bar,
+notes per bar, 18+ the top bin), note durations present (track and bar) and repetition (track,
+10 bins over 0-1)."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +178,23 @@ PRESETS: dict[str, MidiPreset] = {
         "seconds close to the original; pass use_tempos=False for pure study-style events "
         "(everything then decodes at 120 bpm). No time-signature tokens: beats are quarter "
         "notes and files decode in 4/4.",
+    ),
+    "mmm": MidiPreset(
+        "MMM",
+        {
+            "base_tokenizer": "REMI",
+            **_ONE_STREAM,
+            **_TEMPOS,
+            **_METERS,
+            "special_tokens": ["PAD", "BOS", "EOS", "MASK", *INFILL_TOKENS],
+            **ATTRIBUTE_CONTROLS,
+        },
+        "MMM (Ens & Pasquier, 2020) over REMI: one Track_Start Program_x ... Track_End block "
+        "per track (same time, velocity, tempo and meter resolution as 'remi'; tracks of the "
+        "same program stay apart), with miditok's attribute-control tokens (note density, "
+        "onset polyphony, pitch classes, note durations per bar or track, repetition per "
+        "track) for controlled generation and Infill_Bar / FillBar_Start / FillBar_End tokens "
+        "for infilling masked bars.",
     ),
     "structured": MidiPreset(
         "Structured",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
+import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import miditok
 import numpy as np
 from miditok import TokSequence
+from miditok.attribute_controls import create_random_ac_indexes
 from miditok.constants import TIME_SIGNATURE
 from symusic.core import ScoreTick
 from transformers import PreTrainedTokenizer
@@ -36,7 +38,15 @@ from .midi_io import (
     MidiSource,
     load_score,
 )
-from .presets import PRESETS, build_miditok_tokenizer, tokenizer_config_parameters
+from .presets import (
+    FILL_END,
+    FILL_START,
+    INFILL_PLACEHOLDER,
+    INFILL_TOKENS,
+    PRESETS,
+    build_miditok_tokenizer,
+    tokenizer_config_parameters,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -44,6 +54,19 @@ MIDITOK_FILE_NAME = "miditok_config.json"
 """miditok's own state. Not ``tokenizer.json``: transformers reads that as a fast tokenizer."""
 
 _METASPACE = "\u2581"  # miditok's BPE marks the first token of each bar/beat with it
+_FRAMING_TYPES = ("PAD", "BOS", "EOS", "MASK")  # special tokens removed before decoding
+
+CONTROL_OF_ATTRIBUTE = {
+    "TrackNoteDensity": "density",
+    "BarNoteDensity": "density",
+    "TrackOnsetPolyphony": "polyphony",
+    "BarOnsetPolyphony": "polyphony",
+    "BarPitchClass": "pitch_classes",
+    "TrackNoteDuration": "durations",
+    "BarNoteDuration": "durations",
+    "TrackRepetition": "repetition",
+}
+"""miditok attribute-control class name -> the generation-time control it serves."""
 
 
 @dataclass
@@ -52,7 +75,8 @@ class DecodeReport:
 
     Attributes:
         num_ids: ids received.
-        num_special: ``PAD`` / ``BOS`` / ``EOS`` / ``MASK`` ids removed before decoding.
+        num_special: ``PAD`` / ``BOS`` / ``EOS`` / ``MASK`` ids removed before decoding, and
+            (``mmm``) infilling tokens that match no placeholder or fill.
         num_invalid: ids outside the miditok vocabulary (negative, too large, or tokens
             added with ``add_tokens``) removed before decoding.
         num_notes: notes in the decoded score.
@@ -88,7 +112,8 @@ class MidiTokenizer(PreTrainedTokenizer):
     """A slow transformers tokenizer that turns MIDI into token ids with miditok.
 
     Build it from a preset (``remi`` (default), ``tsd``, ``midilike``, ``performance``,
-    ``structured``; see ``midiformers.tokenization.PRESETS`` for what each encodes), with
+    ``structured``, ``mmm`` (multi-track, attribute controls and infilling); see
+    ``midiformers.tokenization.PRESETS`` for what each encodes), with
     ``miditok.TokenizerConfig`` arguments as keyword overrides, or wrap an existing miditok
     tokenizer with :meth:`from_miditok`::
 
@@ -226,7 +251,14 @@ class MidiTokenizer(PreTrainedTokenizer):
                 id_to_token[index] = token
         self._id_to_token = id_to_token
         self._token_to_id = {token: index for index, token in enumerate(id_to_token)}
-        self._special_ids = frozenset(self.miditok.special_tokens_ids)
+        # Only the framing specials are removed before decoding: MMM's Track_Start / Track_End
+        # are the music's structure, its infilling tokens are resolved by _splice_fills.
+        self._special_ids = frozenset(
+            self.miditok.vocab[token]
+            for token in self.miditok.special_tokens
+            if token.split("_")[0] in _FRAMING_TYPES
+        )
+        self._infill_ids = tuple(self.miditok.vocab.get(token) for token in INFILL_TOKENS)
 
     # ------------------------------------------------------------------ vocabulary
 
@@ -234,6 +266,24 @@ class MidiTokenizer(PreTrainedTokenizer):
     def vocab_size(self) -> int:
         """Size of the miditok vocabulary (learned BPE vocabulary once trained)."""
         return len(self._id_to_token)
+
+    @property
+    def supports_infilling(self) -> bool:
+        """Whether the vocabulary has the infilling tokens (``Infill_Bar``, ``FillBar_Start``,
+        ``FillBar_End``; the ``mmm`` preset)."""
+        return all(token_id is not None for token_id in self._infill_ids)
+
+    @property
+    def attribute_controls(self) -> list[str]:
+        """Generation-time controls this tokenizer has tokens for, in a fixed order (a subset
+        of ``density``, ``polyphony``, ``pitch_classes``, ``durations``, ``repetition``;
+        ``[]`` without miditok attribute controls)."""
+        names = {
+            CONTROL_OF_ATTRIBUTE.get(type(control).__name__)
+            for control in getattr(self.miditok, "attribute_controls", [])
+        }
+        order = ("density", "polyphony", "pitch_classes", "durations", "repetition")
+        return [name for name in order if name in names]
 
     def get_vocab(self) -> dict[str, int]:
         vocab = dict(self._token_to_id)
@@ -278,12 +328,32 @@ class MidiTokenizer(PreTrainedTokenizer):
             source, name=name, max_file_size=self.max_file_size, max_quarters=self.max_quarters
         )
 
-    def encode_midi(self, source: Any) -> list[int]:
+    def encode_midi(
+        self,
+        source: Any,
+        control_ratios: tuple[Any, Any] | None = None,
+        seed: int | None = None,
+    ) -> list[int]:
         """Token ids of one MIDI source, without special tokens.
+
+        Args:
+            source: a path, MIDI bytes or a ``symusic.Score``.
+            control_ratios: ``(tracks_ratio, bars_ratio)`` adds attribute-control tokens
+                (tokenizers with attribute controls, e.g. the ``mmm`` preset), as a model
+                learns them: every track gets this share of the track-level controls, and
+                every bar-level control this share of the track's bars, drawn at random by
+                miditok's ``create_random_ac_indexes`` (a ratio may be a ``(low, high)``
+                range to draw from). ``None``: no control tokens.
+            seed: seed of that draw (``None``: fresh randomness). Python's ``random`` state
+                is restored afterwards.
 
         Raises:
             MidiFileError: the source is unreadable, too large, or miditok cannot tokenize it.
+            ValueError: ``control_ratios`` for a tokenizer without attribute controls, or a
+                ratio outside [0, 1].
         """
+        if control_ratios is not None:
+            self._check_control_ratios(control_ratios)
         name = _source_name(source)
         score = self.load_score(source, name)
         if score.note_num() == 0:
@@ -291,12 +361,57 @@ class MidiTokenizer(PreTrainedTokenizer):
             return []
         self._warn_out_of_range(score, name)
         try:
-            sequence = self.miditok.encode(score)
+            if control_ratios is None:
+                sequence = self.miditok.encode(score)
+            else:
+                sequence = self._encode_with_controls(score, control_ratios, seed)
         except Exception as error:  # miditok fails on rare malformed-but-parsable files
             raise MidiFileError(
                 name, f"miditok cannot tokenize it ({type(error).__name__}: {error})"
             ) from error
         return list(sequence.ids)
+
+    def _check_control_ratios(self, control_ratios: Any) -> None:
+        if not self.miditok.attribute_controls:
+            raise ValueError(
+                "control_ratios: this tokenizer has no attribute controls (use the 'mmm' "
+                "preset, or enable miditok's ac_* options)."
+            )
+        if not isinstance(control_ratios, (list, tuple)) or len(control_ratios) != 2:
+            raise ValueError(
+                f"control_ratios must be (tracks_ratio, bars_ratio), got {control_ratios!r}."
+            )
+        for name, ratio in zip(("tracks_ratio", "bars_ratio"), control_ratios):
+            bounds = ratio if isinstance(ratio, (list, tuple)) else (ratio, ratio)
+            if len(bounds) != 2 or not all(
+                isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 <= v <= 1
+                for v in bounds
+            ):
+                raise ValueError(
+                    f"control_ratios: {name} must be a number in [0, 1] or a (low, high) "
+                    f"range in it, got {ratio!r}."
+                )
+
+    def _encode_with_controls(
+        self, score: ScoreTick, control_ratios: tuple[Any, Any], seed: int | None
+    ) -> TokSequence:
+        """miditok's encoding with random attribute-control indexes (drawn on the
+        preprocessed score, so that bar and track indexes are the ones miditok encodes)."""
+        tracks_ratio, bars_ratio = (
+            tuple(r) if isinstance(r, (list, tuple)) else r for r in control_ratios
+        )
+        score = self.miditok.preprocess_score(score)
+        state = random.getstate()
+        try:
+            random.seed(seed)
+            indexes = create_random_ac_indexes(
+                score, self.miditok.attribute_controls, tracks_ratio, bars_ratio
+            )
+        finally:
+            random.setstate(state)
+        return self.miditok.encode(
+            score, no_preprocess_score=True, attribute_controls_indexes=indexes
+        )
 
     def out_of_range_events(self, score: ScoreTick) -> list[str]:
         """What miditok will change in ``score`` because it is outside the vocabulary's range.
@@ -463,7 +578,10 @@ class MidiTokenizer(PreTrainedTokenizer):
     ) -> ScoreTick | tuple[ScoreTick, DecodeReport]:
         """Decode one sequence of ids into a ``symusic.Score`` (ticks at miditok's resolution).
 
-        Special tokens (PAD/BOS/EOS/MASK) and ids outside the vocabulary are removed first;
+        Special tokens (PAD/BOS/EOS/MASK) and ids outside the vocabulary are removed first
+        (``mmm``: ``Track_Start`` / ``Track_End`` separate the tracks, and each ``Infill_Bar``
+        placeholder is replaced by its ``FillBar_Start ... FillBar_End`` content, see
+        :meth:`splice_fills`);
         decoding never fails on them (a model whose ``vocab_size`` exceeds the tokenizer's may
         sample such ids). The counts are in the :class:`DecodeReport` returned with
         ``return_report=True`` (the thread-safe way) and kept in ``self.last_decode_report``
@@ -475,6 +593,9 @@ class MidiTokenizer(PreTrainedTokenizer):
         kept = [i for i in ids if 0 <= i < size and i not in self._special_ids]
         num_special = sum(1 for i in ids if i in self._special_ids)
         num_invalid = len(ids) - len(kept) - num_special
+        if self.supports_infilling:
+            kept, unmatched = self._splice_fills(kept)
+            num_special += unmatched
         if num_invalid and not return_report:
             first = next(i for i in ids if not 0 <= i < size)
             logger.warning(
@@ -492,6 +613,45 @@ class MidiTokenizer(PreTrainedTokenizer):
         report = DecodeReport(len(ids), num_special, num_invalid, score.note_num())
         self.last_decode_report = report
         return (score, report) if return_report else score
+
+    def splice_fills(self, token_ids: Any) -> list[int]:
+        """MMM infilling: the ids with each ``Infill_Bar`` placeholder replaced, in order, by
+        the content of the ``FillBar_Start ... FillBar_End`` sections after the tracks (a
+        placeholder without a fill becomes an empty bar; unmatched fills are dropped)."""
+        return self._splice_fills(self._as_id_list(token_ids))[0]
+
+    def _splice_fills(self, ids: list[int]) -> tuple[list[int], int]:
+        """:meth:`splice_fills` and the number of infilling ids it could not match."""
+        placeholder, start, end = self._infill_ids
+        if placeholder not in ids and start not in ids and end not in ids:
+            return ids, 0
+        first = ids.index(start) if start in ids else len(ids)
+        fills: list[list[int]] = []
+        unmatched = 0
+        index = first
+        while index < len(ids):
+            if ids[index] != start:  # a stray token between fills
+                unmatched += 1
+                index += 1
+                continue
+            stop = index + 1
+            while stop < len(ids) and ids[stop] not in (start, end):
+                stop += 1
+            fills.append(ids[index + 1 : stop])
+            index = stop + 1 if stop < len(ids) and ids[stop] == end else stop
+        spliced: list[int] = []
+        for token_id in ids[:first]:
+            if token_id == placeholder:
+                if len(fills) > 0:
+                    spliced += fills.pop(0)
+                else:
+                    unmatched += 1
+            elif token_id == end:
+                unmatched += 1
+            else:
+                spliced.append(token_id)
+        unmatched += sum(len(fill) + 2 for fill in fills)
+        return spliced, unmatched
 
     @property
     def last_decode_dropped(self) -> int:
@@ -562,4 +722,13 @@ class _BpeTrainingIterator:
                 yield miditok_tokenizer._ids_to_bytes(ids, as_one_str=True)
 
 
-__all__ = ["MIDITOK_FILE_NAME", "PRESETS", "DecodeReport", "MidiTokenizer"]
+__all__ = [
+    "CONTROL_OF_ATTRIBUTE",
+    "FILL_END",
+    "FILL_START",
+    "INFILL_PLACEHOLDER",
+    "MIDITOK_FILE_NAME",
+    "PRESETS",
+    "DecodeReport",
+    "MidiTokenizer",
+]
