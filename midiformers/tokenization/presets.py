@@ -39,9 +39,10 @@ of the same program stay apart, time restarts at 0 in each), and it adds
   the tempo changes there), before its first note. They appear only when asked for
   (``encode(score, attribute_controls_indexes=...)``, random subsets for training);
 * the infilling tokens :data:`INFILL_PLACEHOLDER`, :data:`FILL_START` and :data:`FILL_END`: a
-  masked bar reads ``Bar_None Infill_Bar`` in its track, and after the last ``Track_End`` each
-  placeholder gets, in order, ``FillBar_Start <the bar's body from its TimeSig on>
-  FillBar_End``.
+  masked bar reads ``Bar_None TimeSig_x [its tempo and control tokens] Infill_Bar`` in its
+  track (meter and tempo stay put), and after the last ``Track_End`` each placeholder gets, in
+  order, ``FillBar_Start <the bar's notes, with their Position tokens> FillBar_End``; the
+  format in full is in ``midiformers/generation/infilling.py``.
 
 A tokenizer saved by ``save_pretrained`` keeps the ranges it was built with (they are in its
 ``miditok_config.json``), whatever these defaults become.
