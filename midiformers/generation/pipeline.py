@@ -22,7 +22,20 @@ from transformers import AutoModelForCausalLM, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .grammar import MidiGrammar
+from .infilling import (
+    InfillLogitsProcessor,
+    InfillPrompt,
+    InfillVocabulary,
+    build_infill_prompt,
+    check_bar_range,
+    check_fills,
+    check_infilling_tokenizer,
+    resolve_infill_programs,
+    splice_fills,
+    split_fills,
+)
 from .sampling import check_generation_options, generate_long
+from .sampling import context_length as model_context_length
 from .validation import check_sequence
 
 __all__ = ["TASK", "MidiGenerationPipeline", "register_pipeline"]
@@ -57,7 +70,12 @@ class MidiGenerationPipeline(Pipeline):
         ``"Acoustic Grand Piano"`` / ``"drums"``; every preset has Program tokens),
         num_return_sequences,
         context_length / stride (sliding window; default: the model's :func:`context_length`,
-        half of it).
+        half of it), infill_bars / infill_programs (infilling, ``mmm`` tokenizers: regenerate
+        bars ``(a, b)``, counted from 1 and both included, of the tracks playing
+        ``infill_programs`` (numbers or names as for ``programs``; default: every track) of the
+        primer, keeping every other note; ``infill_programs`` alone regenerates whole tracks;
+        ``max_new_tokens`` then defaults to :data:`TOKENS_PER_BAR` + 2 per masked bar; see
+        :mod:`.infilling`).
 
     Every option is checked before anything is generated (a one-line ``ValueError`` naming it
     and its valid range, see :func:`.check_generation_options`), and so are primer ids.
@@ -66,7 +84,11 @@ class MidiGenerationPipeline(Pipeline):
     bytes), ``token_ids`` (primer + generated, with the framing BOS/EOS), ``num_primer_tokens``,
     ``num_generated_tokens``, ``num_dropped_tokens`` (ids that do not decode into music as
     written, see :func:`check_sequence`) and ``num_notes``; a list of dicts with
-    ``num_return_sequences > 1``.
+    ``num_return_sequences > 1``. Infilling: ``score``, ``midi``, ``token_ids`` and
+    ``num_notes`` are the filled piece's, ``infill_token_ids`` is what the model read and
+    wrote (the prompt with placeholders, the fills, EOS), ``num_filled_bars`` counts the fills
+    written and ``num_dropped_tokens`` the generated ids that break the fill rules
+    (:func:`.check_fills`).
     """
 
     _load_tokenizer = True
@@ -113,6 +135,8 @@ class MidiGenerationPipeline(Pipeline):
         num_return_sequences: int | None = None,
         context_length: int | None = None,
         stride: int | None = None,
+        infill_bars: Any = None,
+        infill_programs: Any = None,
         **generate_kwargs: Any,
     ) -> tuple[dict, dict, dict]:
         forward: dict[str, Any] = dict(generate_kwargs)
@@ -148,7 +172,38 @@ class MidiGenerationPipeline(Pipeline):
             if grammar is False:
                 raise ValueError("programs needs the grammar: leave grammar=True.")
             forward["programs"] = self.grammar.with_programs(programs).programs  # checked now
-        return {}, forward, {}
+        preprocess: dict[str, Any] = {}
+        if infill_bars is not None or infill_programs is not None:
+            preprocess = self._infill_options(infill_bars, infill_programs, forward)
+            forward["infill"] = True
+        return preprocess, forward, {}
+
+    def _infill_options(self, bars: Any, programs: Any, forward: dict[str, Any]) -> dict:
+        """Check the infilling options now (one-line errors); the bars against the piece are
+        checked when the primer is read."""
+        check_infilling_tokenizer(self.tokenizer)
+        clashing = [k for k in ("num_bars", "duration_seconds", "programs") if k in forward]
+        if "composer" in forward:
+            clashing.append("composer")
+        if forward.get("num_beams", 1) > 1:
+            clashing.append("num_beams")
+        if clashing:
+            raise ValueError(
+                f"infill_bars / infill_programs cannot be combined with {', '.join(clashing)}."
+            )
+        return {
+            "infill_bars": None if bars is None else check_bar_range(bars),
+            "infill_programs": None if programs is None else resolve_infill_programs(programs),
+            "max_new_tokens": forward.get("max_new_tokens"),
+            "window": forward.get("context_length", -1),
+        }
+
+    @property
+    def infill_vocabulary(self) -> InfillVocabulary:
+        """The tokenizer's infilling tokens, read once per pipeline."""
+        if getattr(self, "_infill_vocabulary", None) is None:
+            self._infill_vocabulary = InfillVocabulary(self.tokenizer)
+        return self._infill_vocabulary
 
     def _grammar_for(self, num_bars: int | None, programs: Any, seconds: Any) -> MidiGrammar:
         grammar = self.grammar.with_max_bars(num_bars).with_programs(programs)
@@ -165,8 +220,11 @@ class MidiGenerationPipeline(Pipeline):
 
     # ------------------------------------------------------------------ steps
 
-    def preprocess(self, inputs: Any) -> dict[str, torch.Tensor]:
-        """Primer -> ``BOS`` + its token ids (no EOS: the piece goes on)."""
+    def preprocess(self, inputs: Any, **infill: Any) -> dict[str, Any]:
+        """Primer -> ``BOS`` + its token ids (no EOS: the piece goes on); infilling: the
+        prompt with placeholders (see :func:`.build_infill_prompt`)."""
+        if infill:
+            return self._infill_prompt(inputs, **infill)
         if inputs is None:
             primer: list[int] = []
         elif isinstance(inputs, torch.Tensor):
@@ -192,8 +250,53 @@ class MidiGenerationPipeline(Pipeline):
         ids = [self.tokenizer.bos_token_id, *primer]
         return {"input_ids": torch.tensor([ids], dtype=torch.long)}
 
-    def _forward(self, model_inputs: dict[str, torch.Tensor], **options: Any) -> dict[str, Any]:
+    def _infill_prompt(
+        self,
+        inputs: Any,
+        infill_bars: tuple[int, int] | None,
+        infill_programs: tuple[int, ...] | None,
+        max_new_tokens: int | None,
+        window: int | None,
+    ) -> dict[str, Any]:
+        if inputs is None:
+            raise ValueError("infill_bars / infill_programs need a primer: the piece to infill.")
+        if not isinstance(inputs, _PRIMER_TYPES):
+            raise TypeError(
+                "Infilling takes a MIDI path, MIDI bytes, a symusic.Score or token ids, got "
+                f"{type(inputs).__name__}."
+            )
+        if window == -1:
+            window = model_context_length(self.model)
+        # the bars around the holes that fit the window with room for the fills
+        reserve = max_new_tokens if max_new_tokens is not None else (window or 0) // 2
+        prompt = build_infill_prompt(
+            self.tokenizer,
+            inputs,
+            bars=infill_bars,
+            programs=infill_programs,
+            max_length=window,
+            reserve=reserve,
+            vocab=self.infill_vocabulary,
+        )
+        if max_new_tokens is None:
+            max_new_tokens = (TOKENS_PER_BAR + 2) * prompt.num_holes + 1
+        needed = 2 * prompt.num_holes + 1
+        if max_new_tokens < needed:
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} cannot hold the {prompt.num_holes} fills and "
+                f"EOS (at least {needed} tokens)."
+            )
+        return {
+            "input_ids": torch.tensor([prompt.input_ids], dtype=torch.long),
+            "infill": prompt,
+            "max_new_tokens": max_new_tokens,
+        }
+
+    def _forward(self, model_inputs: dict[str, Any], **options: Any) -> dict[str, Any]:
         prompt = model_inputs["input_ids"]
+        infill: InfillPrompt | None = model_inputs.get("infill")
+        if options.pop("infill", False):
+            options["max_new_tokens"] = model_inputs["max_new_tokens"]
         count = options.pop("num_return_sequences", 1)
         prompt = prompt.repeat(count, 1)
         seed = options.pop("seed", None)
@@ -209,6 +312,12 @@ class MidiGenerationPipeline(Pipeline):
         max_new_tokens = options.pop("max_new_tokens", default_budget)
         options.setdefault("do_sample", True)
         self._condition(options, prompt)
+        grammar = None
+        if use_grammar and infill is not None:
+            fill_rules = InfillLogitsProcessor(self.infill_vocabulary, infill, max_new_tokens)
+            options["logits_processor"] = [*(options.get("logits_processor") or []), fill_rules]
+        elif use_grammar:
+            grammar = self._grammar_for(num_bars, programs, seconds)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices, enabled=seed is not None):
             if seed is not None:
@@ -217,14 +326,18 @@ class MidiGenerationPipeline(Pipeline):
                 self.model,
                 prompt,
                 max_new_tokens,
-                grammar=self._grammar_for(num_bars, programs, seconds) if use_grammar else None,
+                grammar=grammar,
                 window=window,
                 stride=stride,
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self.tokenizer.eos_token_id,
                 **options,
             )
-        return {"sequences": sequences.cpu(), "num_primer_tokens": prompt.shape[1] - 1}
+        return {
+            "sequences": sequences.cpu(),
+            "num_primer_tokens": prompt.shape[1] - 1,
+            "infill": infill,
+        }
 
     def _condition(self, options: dict[str, Any], prompt: torch.Tensor) -> None:
         """Composer models: draw one latent per row now, so every window decodes the same z."""
@@ -243,8 +356,11 @@ class MidiGenerationPipeline(Pipeline):
         options["composer"] = composer
 
     def postprocess(self, model_outputs: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
+        infill = model_outputs.get("infill")
         pieces = [
             self._piece(row, model_outputs["num_primer_tokens"])
+            if infill is None
+            else self._filled_piece(row, infill)
             for row in model_outputs["sequences"].tolist()
         ]
         return pieces[0] if len(pieces) == 1 else pieces
@@ -262,6 +378,28 @@ class MidiGenerationPipeline(Pipeline):
             "num_primer_tokens": num_primer_tokens,
             "num_generated_tokens": len(ids) - 1 - num_primer_tokens,
             "num_dropped_tokens": check.num_dropped,
+            "num_notes": score.note_num(),
+        }
+
+    def _filled_piece(self, ids: list[int], infill: InfillPrompt) -> dict[str, Any]:
+        """The primer with the generated fills spliced into its holes."""
+        pad = self.tokenizer.pad_token_id
+        while ids and ids[-1] == pad:
+            ids.pop()
+        vocab = self.infill_vocabulary
+        generated = ids[len(infill.input_ids) :]
+        fills = split_fills(vocab, generated)
+        filled = splice_fills(vocab, infill.piece, infill.holes, fills)
+        score = self.tokenizer.to_score(filled)
+        return {
+            "score": score,
+            "midi": bytes(score.dumps_midi()),
+            "token_ids": filled,
+            "infill_token_ids": ids,
+            "num_primer_tokens": len(infill.input_ids) - 1,
+            "num_generated_tokens": len(generated),
+            "num_filled_bars": len(fills),
+            "num_dropped_tokens": check_fills(vocab, infill, generated).num_dropped,
             "num_notes": score.note_num(),
         }
 
