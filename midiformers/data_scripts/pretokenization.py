@@ -622,7 +622,14 @@ def load_pretokenized(
     result = {}
     for name, part in loaded.items():
         shaped = shape_token_split(
-            part, max_length, mode=mode, eos=eos, keep=keep, batch_size=batch_size, split=name
+            part,
+            max_length,
+            mode=mode,
+            eos=eos,
+            keep=keep,
+            batch_size=batch_size,
+            split=name,
+            tokenizer=tokenizer,
         )
         chosen = transform if name in augment_splits else None
         result[name] = apply_transform(shaped, chosen, batch_size)

@@ -20,7 +20,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-Mode = Literal["pack", "piece", "chunk"]
+Mode = Literal["pack", "piece", "chunk", "bars"]
 _PITCH_TOKEN = re.compile(r"^(Pitch|NoteOn|NoteOff)_(\d+)$")
 LABEL_COLUMNS = ("composer", "label")
 
@@ -177,6 +177,79 @@ def _chunk(batch: dict[str, list], block_size: int, keep: Sequence[str]) -> dict
     return out
 
 
+def bar_markers(tokenizer: Any) -> dict[str, int | None] | None:
+    """The ids that delimit tracks and bars (``Track_Start``, ``Track_End``, ``Bar_None``) and
+    frame pieces (``BOS``, ``EOS``) in a multi-track tokenizer's vocabulary (the ``mmm``
+    preset); ``None`` when it has no tracks."""
+    vocab = tokenizer.get_vocab()
+    if not all(token in vocab for token in ("Track_Start", "Track_End", "Bar_None")):
+        return None
+    return {
+        "track_start": vocab["Track_Start"],
+        "track_end": vocab["Track_End"],
+        "bar": vocab["Bar_None"],
+        "bos": tokenizer.bos_token_id,
+        "eos": tokenizer.eos_token_id,
+    }
+
+
+def _tracks_and_bars(ids: list[int], markers: dict) -> list[tuple[list[int], list[list[int]]]]:
+    """The complete ``Track_Start ... Track_End`` blocks of a piece as (header, bars)."""
+    tracks = []
+    start = 0
+    while markers["track_start"] in ids[start:]:
+        begin = ids.index(markers["track_start"], start)
+        if markers["track_end"] not in ids[begin:]:
+            break
+        end = ids.index(markers["track_end"], begin)
+        body = ids[begin:end]
+        cuts = [i for i, token in enumerate(body) if token == markers["bar"]]
+        header = body[: cuts[0]] if cuts else body
+        tracks.append((header, [body[a:b] for a, b in zip(cuts, [*cuts[1:], len(body)])]))
+        start = end + 1
+    return tracks
+
+
+def _bar_windows(
+    batch: dict[str, list], block_size: int, keep: Sequence[str], markers: dict
+) -> dict[str, list]:
+    """Cut each multi-track piece into windows of consecutive whole bars of every track, each a
+    piece of its own (``BOS``, each track's header and bars, ``Track_End``, ``EOS``) of at most
+    ``block_size`` tokens; a track without a bar in a window is left out of it, and a bar too
+    long to fit alone is dropped with its window."""
+    out: dict[str, list] = {"input_ids": [], **{column: [] for column in keep}}
+    for row, ids in enumerate(batch["input_ids"]):
+        frame = [markers["bos"]] * (ids[:1] == [markers["bos"]])
+        tail = [markers["eos"]] * (ids[-1:] == [markers["eos"]])
+        tracks = _tracks_and_bars(list(ids), markers)
+        count = max((len(bars) for _, bars in tracks), default=0)
+        first = 0
+        while first < count:
+            size, last = len(frame) + len(tail), first
+            while last < count:
+                grown = size + sum(
+                    len(bars[last]) + (len(header) + 1 if last == first else 0)
+                    for header, bars in tracks
+                    if last < len(bars)
+                )
+                if grown > block_size:
+                    break
+                size, last = grown, last + 1
+            if last == first:  # one bar alone does not fit
+                first += 1
+                continue
+            window = list(frame)
+            for header, bars in tracks:
+                if first < len(bars):
+                    window += [*header, *(t for bar in bars[first:last] for t in bar)]
+                    window.append(markers["track_end"])
+            out["input_ids"].append(window + tail)
+            for column in keep:
+                out[column].append(batch[column][row])
+            first = last
+    return out
+
+
 def _truncate(batch: dict[str, list], max_length: int, eos: list[int]) -> dict[str, list]:
     """Keep the first ``max_length`` tokens of each piece, ending with EOS when it had one."""
     out = dict(batch)
@@ -225,7 +298,10 @@ def tokenize_dataset(
             exactly ``max_length`` tokens with ``labels`` (causal LM); ``"piece"``: one
             example per piece, truncated to ``max_length`` (ending with EOS), with its
             label columns; ``"chunk"``: each piece cut into consecutive windows of up to
-            ``max_length`` tokens, each with its piece's label columns.
+            ``max_length`` tokens, each with its piece's label columns; ``"bars"``
+            (multi-track tokenizers, the ``mmm`` preset; infilling): each piece cut into
+            windows of consecutive whole bars of every track, each a complete piece (track
+            headers, bars, ``Track_End``) of up to ``max_length`` tokens.
         add_special_tokens: add BOS and EOS around each piece.
         num_proc: processes for tokenization (``datasets.map``; unused when streaming, where
             DataLoader workers read different shards instead).
@@ -280,8 +356,8 @@ def tokenize_dataset(
 
 
 def _check_mode(mode: str, max_length: int, add_special_tokens: bool) -> None:
-    if mode not in ("pack", "piece", "chunk"):
-        raise ValueError(f"mode must be 'pack', 'piece' or 'chunk', got {mode!r}")
+    if mode not in ("pack", "piece", "chunk", "bars"):
+        raise ValueError(f"mode must be 'pack', 'piece', 'chunk' or 'bars', got {mode!r}")
     if max_length < 2 + 2 * add_special_tokens:
         raise ValueError(f"max_length={max_length} is too small to hold a piece")
 
@@ -355,6 +431,7 @@ def _tokenize_split(
         keep=keep,
         batch_size=batch_size,
         split=split,
+        tokenizer=tokenizer,
     )
     if streaming:
         logger.info("Tokenizing %s as it streams (%s, max_length %d)", split, mode, max_length)
@@ -379,9 +456,11 @@ def shape_token_split(
     keep: Sequence[str],
     batch_size: int = 64,
     split: str = "dataset",
+    tokenizer: Any = None,
 ) -> AnyDataset:
     """From one ``input_ids`` row per piece (with BOS / EOS) to what :func:`tokenize_dataset`
-    returns: packed blocks with ``labels``, or pieces / windows with ``attention_mask``."""
+    returns: packed blocks with ``labels``, or pieces / windows with ``attention_mask``
+    (``"bars"`` reads the track and bar ids of ``tokenizer``)."""
     if mode == "pack":
         return _map(
             encoded,
@@ -393,7 +472,22 @@ def shape_token_split(
             fn_kwargs={"block_size": max_length},
             desc=f"Packing {split} into blocks of {max_length}",
         )
-    if mode == "chunk":
+    if mode == "bars":
+        markers = None if tokenizer is None else bar_markers(tokenizer)
+        if markers is None:
+            raise ValueError(
+                "mode 'bars' needs a multi-track tokenizer (Track_Start / Track_End / Bar_None "
+                "tokens: the mmm preset)"
+            )
+        result = _map(
+            encoded,
+            _bar_windows,
+            batched=True,
+            batch_size=batch_size,
+            fn_kwargs={"block_size": max_length, "keep": keep, "markers": markers},
+            desc=f"Cutting {split} into bar windows of up to {max_length}",
+        )
+    elif mode == "chunk":
         result = _map(
             encoded,
             _chunk,

@@ -52,6 +52,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from miditok.constants import MIDI_INSTRUMENTS
+from symusic.core import ScoreTick, TrackTick
 from transformers import LogitsProcessor
 from transformers.utils import logging
 
@@ -74,6 +76,7 @@ __all__ = [
     "build_infill_prompt",
     "check_fills",
     "check_infilling_tokenizer",
+    "decode_filled",
     "infill_sequence",
     "parse_piece",
     "select_holes",
@@ -120,11 +123,11 @@ def check_infilling_tokenizer(tokenizer: Any) -> None:
     base = (miditok.config.additional_params or {}).get("base_tokenizer")
     if name != "MMM" or base != "REMI" or missing:
         what = f"miditok {name}" + (f" over {base}" if base else "")
-        lacks = f" without the tokens {', '.join(missing)}" if missing else ""
+        lacks = f" without {', '.join(missing)}" if missing else ""
         raise ValueError(
-            f"Infilling needs a tokenizer with infill tokens (miditok MMM over REMI with "
-            f"{INFILL_PLACEHOLDER}, {FILL_START}, {FILL_END}); this one is {what}{lacks}. "
-            "Use the mmm preset: MidiTokenizer(preset='mmm')."
+            f"Infilling needs a tokenizer with infill tokens ({INFILL_PLACEHOLDER}, {FILL_START}, "
+            f"{FILL_END} in miditok's MMM over REMI); this one is {what}{lacks}: use the mmm "
+            "preset (MidiTokenizer(preset='mmm'))."
         )
     if miditok.is_trained:
         raise ValueError(
@@ -682,6 +685,25 @@ def splice_fills(
         out.append(vocab.track_end)
     out.append(vocab.eos)
     return out
+
+
+def decode_filled(tokenizer: Any, vocab: InfillVocabulary, ids: Sequence[int]) -> ScoreTick:
+    """Decode a filled piece (:func:`splice_fills`) into a ``symusic.Score`` with one track per
+    track of the piece, in order: a track left without notes (a whole track filled with
+    silence) stays as an empty track instead of vanishing, so track ``i`` is still track ``i``."""
+    score = tokenizer.to_score(ids)
+    tracks = parse_piece(vocab, ids).tracks
+    empty = [
+        index
+        for index, track in enumerate(tracks)
+        if not any(vocab.kind_of(t) == _NOTE for bar in track.bars for t in bar)
+    ]
+    if empty and len(score.tracks) + len(empty) == len(tracks):
+        for index in empty:
+            program = tracks[index].program
+            name = "Drums" if program == -1 else MIDI_INSTRUMENTS[program]["name"]
+            score.tracks.insert(index, TrackTick(name, max(program, 0), program == -1))
+    return score
 
 
 # ----------------------------------------------------------------------------- fill rules

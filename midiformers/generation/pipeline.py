@@ -30,6 +30,7 @@ from .infilling import (
     check_bar_range,
     check_fills,
     check_infilling_tokenizer,
+    decode_filled,
     resolve_infill_programs,
     splice_fills,
     split_fills,
@@ -390,7 +391,7 @@ class MidiGenerationPipeline(Pipeline):
         generated = ids[len(infill.input_ids) :]
         fills = split_fills(vocab, generated)
         filled = splice_fills(vocab, infill.piece, infill.holes, fills)
-        score = self.tokenizer.to_score(filled)
+        score = decode_filled(self.tokenizer, vocab, filled)
         return {
             "score": score,
             "midi": bytes(score.dumps_midi()),

@@ -219,6 +219,30 @@ class DataArguments:
             "saved with it is used unless the recipe names one, which must match it."
         },
     )
+    infilling: bool = field(
+        default=False,
+        metadata={
+            "help": "Train for infilling (MMM; needs the mmm preset): examples are windows of "
+            "whole bars of every track, and the collator masks random bars or tracks "
+            "(midiformers.training.infilling.DataCollatorForInfilling)."
+        },
+    )
+    infill_probability: Annotated[float, Range(low=0, high=1)] = field(
+        default=0.75,
+        metadata={"help": "Infilling: share of examples with holes (the rest stay whole)."},
+    )
+    infill_track_probability: Annotated[float, Range(low=0, high=1)] = field(
+        default=0.25,
+        metadata={"help": "Infilling: share of those whose holes are one whole track."},
+    )
+    infill_max_bars: Annotated[int, AT_LEAST_ONE] = field(
+        default=4,
+        metadata={"help": "Infilling: longest span of masked bars (in random tracks)."},
+    )
+    infill_loss: Literal["all", "fills"] = field(
+        default="all",
+        metadata={"help": "Infilling: loss on every token (as MMM) or on the fills only."},
+    )
 
 
 @dataclass

@@ -43,6 +43,7 @@ from .arguments import (
 )
 from .callbacks import MidiSampleCallback, plot_history
 from .checkpoints import checkpoint_problem, last_complete_checkpoint
+from .infilling import DataCollatorForInfilling
 from .lora import apply_lora, lora_settings
 from .metrics import argmax_logits, causal_lm_metrics, classification_metrics, perplexity
 from .streaming import StreamingTrainSet, bounded_eval_set, data_state_file
@@ -211,13 +212,29 @@ def tokenize(dataset, tokenizer, data_args: DataArguments, task: Task, train_arg
             splits,
             tokenizer,
             data_args.max_length,
-            mode=task.tokenize_mode,
+            mode=tokenize_mode(task, data_args, tokenizer),
             num_proc=data_args.preprocessing_num_workers,
             # a stream is transposed by StreamingTrainSet, whose draws a checkpoint keeps
             transpose_semitones=0 if data_args.streaming else data_args.transpose_semitones,
             seed=train_args.seed,
         )
     return _select(_label_columns(tokenized, task), data_args, train_args, tokenizer)
+
+
+def tokenize_mode(task: Task, data_args: DataArguments, tokenizer) -> str:
+    """How pieces become examples: the task's way, or (``infilling``) windows of whole bars of
+    every track, so that each example keeps its tracks' structure for the collator's holes."""
+    if not data_args.infilling:
+        return task.tokenize_mode
+    from midiformers.generation.infilling import check_infilling_tokenizer
+
+    if task.name != "causal":
+        raise RecipeError(f"infilling trains causal language models, not the {task.name} task")
+    try:
+        check_infilling_tokenizer(tokenizer)
+    except ValueError as error:
+        raise RecipeError(f"infilling: {error}") from None
+    return "bars"
 
 
 def _label_columns(tokenized, task: Task):
@@ -324,7 +341,7 @@ def load_pretokenized_sets(
                 folder,
                 tokenizer,
                 data_args.max_length,
-                mode=task.tokenize_mode,
+                mode=tokenize_mode(task, data_args, tokenizer),
                 streaming=data_args.streaming,
                 transpose_semitones=0 if data_args.streaming else data_args.transpose_semitones,
                 seed=train_args.seed,
@@ -447,7 +464,17 @@ def sample_function(task: Task, tokenizer, train_args: MidiTrainingArguments):
     return sample
 
 
-def collator_for(task: Task, tokenizer):
+def collator_for(task: Task, tokenizer, data_args: DataArguments | None = None, seed=None):
+    if data_args is not None and data_args.infilling:
+        return DataCollatorForInfilling(
+            tokenizer,
+            data_args.max_length,
+            infill_probability=data_args.infill_probability,
+            track_probability=data_args.infill_track_probability,
+            max_bars=data_args.infill_max_bars,
+            loss_on=data_args.infill_loss,
+            seed=seed,
+        )
     if task.name == "causal":
         return default_data_collator
     if task.name == "classification":
@@ -669,7 +696,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,
-        data_collator=collator_for(task, tokenizer),
+        data_collator=collator_for(task, tokenizer, data_args, train_args.seed),
         compute_metrics=classification_metrics
         if task.name == "classification"
         else causal_lm_metrics,
