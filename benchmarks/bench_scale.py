@@ -15,16 +15,18 @@ one run on this machine:
   within 20%, from the smallest to the largest corpus;
 * the default model's training throughput (``configs/default.yaml``: tokens per second of
   forward + backward + AdamW step on this machine), against which the input pipeline should
-  be at least 5x faster.
+  be at least 5x faster;
+* LoRA vs full fine-tuning of the default model and of a Conformer of the same size:
+  trainable parameters, step time, gradient + optimizer memory and peak memory.
 
 Each step runs in its own process so its peak memory is its own. Prints Markdown tables and
 writes them to ``benchmarks/results/bench_scale.{md,json}``::
 
     python benchmarks/bench_scale.py --sizes 1000 10000           # a few minutes
     python benchmarks/bench_scale.py --sizes 10000 100000         # the issue's sizes
+    python benchmarks/bench_scale.py --only lora                  # LoRA rows alone, ~2 min
 
-LoRA vs full fine-tuning (trainable parameters, step time, memory) belongs in the same
-table; see :func:`lora_rows`, the place for those rows.
+``--only data`` / ``--only lora`` measure one part and keep the other's saved results.
 """
 
 from __future__ import annotations
@@ -206,12 +208,146 @@ def step_model(recipe: dict, steps: int) -> dict:
     }
 
 
-def lora_rows(args: argparse.Namespace) -> list[dict]:
-    """LoRA vs full fine-tuning of the default model (issue 15, item 5): trainable
-    parameters, step time and peak memory of each. To be filled in by the PEFT work: return
-    rows shaped like ``{"name": "LoRA r=8", "trainable": int, "step_seconds": float,
-    "peak_mb": float}``; :func:`main` prints them in their own table."""
-    return []
+def _fine_tuning_setup(recipe: dict, arch: str, lora_dropout: float | None):
+    """The default recipe's model dimensions as ``arch``, fully trainable (``lora_dropout``
+    None) or wrapped with LoRA as ``train.py`` does with ``lora: true`` (r=8, alpha 16, the
+    architecture's default target modules), with its AdamW and a batch of random tokens."""
+    import peft  # noqa: F401  (imported in every setup: its modules are not the adapters' cost)
+    import torch
+
+    from midiformers import MidiTokenizer
+    from midiformers.modeling import ARCHITECTURES
+    from midiformers.training.lora import LORA_DEFAULTS, apply_lora
+
+    tokenizer = MidiTokenizer(preset=recipe.get("tokenizer_preset", "remi"))
+    spec = ARCHITECTURES[arch]
+    torch.manual_seed(0)
+    model = spec.model_class(spec.config_class(vocab_size=len(tokenizer), **recipe["model_config"]))
+    if lora_dropout is not None:
+        settings = {**LORA_DEFAULTS, "lora_dropout": lora_dropout, "lora_target_modules": None}
+        model = apply_lora(model, settings, "base")
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-3)
+    batch, length = recipe["per_device_train_batch_size"], recipe["max_length"]
+    ids = torch.randint(4, len(tokenizer), (batch, length))
+
+    def step() -> float:
+        start = time.perf_counter()
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    def saved_for_backward() -> int:
+        """Bytes of the tensors one forward pass keeps for the backward pass (each storage
+        once: several ops may keep the same tensor)."""
+        storages: dict[int, int] = {}
+
+        def keep(tensor):
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+            loss = model(input_ids=ids, labels=ids).loss
+        del loss
+        return sum(storages.values())
+
+    step.saved_for_backward = saved_for_backward
+    return model, optimizer, step
+
+
+def step_lora_memory(
+    recipe: dict, arch: str, lora_dropout: float | None, steps: int, threads: int
+) -> dict:
+    """Parameters and memory of one fine-tuning setup, alone in its process: what the
+    training steps add to the process' resident memory once the model is built."""
+    import resource
+
+    import psutil
+    import torch
+
+    torch.set_num_threads(threads)
+    model, optimizer, step = _fine_tuning_setup(recipe, arch, lora_dropout)
+    before = psutil.Process().memory_info().rss
+    for _ in range(steps):
+        step()
+    high = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kB
+    saved = step.saved_for_backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    state_bytes = sum(
+        value.numel() * value.element_size()
+        for state in optimizer.state.values()
+        for value in state.values()
+        if torch.is_tensor(value) and value.dim()
+    )
+    base = model.get_base_model() if lora_dropout is not None else model
+    return {
+        "arch": arch,
+        "lora_dropout": lora_dropout,
+        "base_parameters": sum(
+            p.numel() for name, p in base.named_parameters() if "lora_" not in name
+        ),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for p in trainable),
+        "gradient_mb": sum(p.numel() * p.element_size() for p in trainable) / 2**20,
+        "optimizer_state_mb": state_bytes / 2**20,
+        "steps_add_mb": max(high - before, 0) / 2**20,
+        "saved_for_backward_mb": saved / 2**20,
+    }
+
+
+def step_lora_timing(recipe: dict, setups: list, rounds: int, threads: int) -> dict:
+    """Step times of every setup in one process, one step of each in turn for ``rounds``
+    rounds (after two warm-up steps each), so that a busy spell of the machine hits all."""
+    import torch
+
+    torch.set_num_threads(threads)
+    steps = [_fine_tuning_setup(recipe, arch, dropout)[2] for arch, dropout in setups]
+    for step in steps:
+        step(), step()
+    timings: list[list[float]] = [[] for _ in setups]
+    for _ in range(rounds):
+        for times, step in zip(timings, steps):
+            times.append(step())
+    return {
+        "step_seconds": [min(times) for times in timings],
+        "median_step_seconds": [sorted(times)[len(times) // 2] for times in timings],
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def lora_rows(
+    recipe: dict, archs: list[str], rounds: int, memory_steps: int, threads: int
+) -> list[dict]:
+    """LoRA vs full fine-tuning (issue 15, item 5) of each architecture in ``archs`` at the
+    default recipe's dimensions: trainable parameters, memory (each setup alone in its
+    process) and step time (all setups in one process, in turn). The first architecture also
+    runs LoRA without dropout, which shows what the adapters' dropout costs."""
+    from midiformers.training.lora import LORA_DEFAULTS
+
+    dropout = LORA_DEFAULTS["lora_dropout"]
+    setups = [(arch, value) for arch in archs for value in (None, dropout)]
+    if dropout:
+        setups.insert(2, (archs[0], 0.0))
+    rows = [
+        run_step(
+            "lora_memory",
+            recipe=recipe,
+            arch=arch,
+            lora_dropout=value,
+            steps=memory_steps,
+            threads=threads,
+        )
+        for arch, value in setups
+    ]
+    timing = run_step("lora_timing", recipe=recipe, setups=setups, rounds=rounds, threads=threads)
+    for index, row in enumerate(rows):
+        row["step_seconds"] = timing["step_seconds"][index]
+        row["median_step_seconds"] = timing["median_step_seconds"][index]
+        row["torch_threads"] = timing["torch_threads"]
+        row["rounds"] = rounds
+    return rows
 
 
 STEPS = {
@@ -219,6 +355,8 @@ STEPS = {
     "pretokenize": step_pretokenize,
     "stream": step_stream,
     "model": step_model,
+    "lora_memory": step_lora_memory,
+    "lora_timing": step_lora_timing,
 }
 
 
@@ -304,32 +442,12 @@ def _recipe() -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--num-proc", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    parser.add_argument("--chorales", type=int, default=30, help="music21 chorales as sources")
-    parser.add_argument("--stream-batches", type=int, default=300)
-    parser.add_argument("--model-steps", type=int, default=10)
-    parser.add_argument("--work-dir", default=None, help="default: a temporary folder")
-    parser.add_argument("--no-save", action="store_true", help="do not write benchmarks/results")
-    parser.add_argument("--step", help=argparse.SUPPRESS)
-    parser.add_argument("--kwargs", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.step:
-        _run_child(args.step, args.kwargs)
-        return
-    _quiet()
-    sys.path.insert(0, str(ROOT))
-    from benchmarks._common import machine_description
-
-    recipe = _recipe()
+def data_rows(args: argparse.Namespace, recipe: dict) -> list[dict]:
+    """Build, pretokenize and stream a synthetic corpus of each size in ``args.sizes``."""
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench_scale-"))
     work.mkdir(parents=True, exist_ok=True)
     pieces = source_pieces(args.chorales)
     rows: list[dict] = []
-    model = run_step("model", recipe=recipe, steps=args.model_steps)
     for size in args.sizes:
         corpus = work / f"corpus-{size}"
         if corpus.exists():
@@ -398,16 +516,79 @@ def main() -> None:
                 )
         for path in glob.glob(str(work / f"cache-{size}-*")):
             shutil.rmtree(path, ignore_errors=True)
-    report = format_report(rows, model, lora_rows(args), recipe, machine_description())
+    if not args.work_dir:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def _when() -> dict:
+    """The machine and its load average now: what a part of the report was measured on."""
+    from benchmarks._common import machine_description
+
+    return {"machine": machine_description(), "load": list(os.getloadavg())}
+
+
+def _previous(path: Path) -> dict:
+    """The results saved by an earlier run (the part ``--only`` does not measure again)."""
+    if not path.is_file():
+        return {}
+    saved = json.loads(path.read_text())
+    if "data_machine" not in saved and saved.get("rows"):  # written before parts were kept
+        first = (RESULTS / "bench_scale.md").read_text().splitlines()[:2]
+        load = [float(x) for x in first[1].split(":", 1)[1].strip(" .").split(",")]
+        saved["data_machine"] = {"machine": first[0], "load": load}
+    return saved
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--only",
+        choices=("data", "lora"),
+        help="measure one part (data: build / pretokenize / stream and the model's "
+        "consumption; lora: LoRA vs full fine-tuning, a minute or two) and keep the other "
+        "part's saved results",
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--num-proc", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--chorales", type=int, default=30, help="music21 chorales as sources")
+    parser.add_argument("--stream-batches", type=int, default=300)
+    parser.add_argument("--model-steps", type=int, default=10)
+    parser.add_argument("--lora-archs", nargs="+", default=["gpt", "conformer"])
+    parser.add_argument("--lora-rounds", type=int, default=20, help="timed steps per setup")
+    parser.add_argument("--lora-steps", type=int, default=3, help="steps of a memory run")
+    parser.add_argument(
+        "--lora-threads", type=int, default=1, help="torch threads (the default recipe's 1)"
+    )
+    parser.add_argument("--work-dir", default=None, help="default: a temporary folder")
+    parser.add_argument("--no-save", action="store_true", help="do not write benchmarks/results")
+    parser.add_argument("--step", help=argparse.SUPPRESS)
+    parser.add_argument("--kwargs", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.step:
+        _run_child(args.step, args.kwargs)
+        return
+    _quiet()
+    sys.path.insert(0, str(ROOT))
+    recipe = _recipe()
+    results = _previous(RESULTS / "bench_scale.json") if args.only else {}
+    results["recipe"] = recipe
+    if args.only != "lora":
+        results["model"] = run_step("model", recipe=recipe, steps=args.model_steps)
+        results["rows"] = data_rows(args, recipe)
+        results["data_machine"] = _when()
+    if args.only != "data":
+        results["lora"] = lora_rows(
+            recipe, args.lora_archs, args.lora_rounds, args.lora_steps, args.lora_threads
+        )
+        results["lora_machine"] = _when()
+    report = format_report(results)
     print(report)
     if not args.no_save:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "bench_scale.md").write_text(report)
-        (RESULTS / "bench_scale.json").write_text(
-            json.dumps({"rows": rows, "model": model, "recipe": recipe}, indent=2)
-        )
-    if not args.work_dir:
-        shutil.rmtree(work, ignore_errors=True)
+        (RESULTS / "bench_scale.json").write_text(json.dumps(results, indent=2))
 
 
 def _number(value, digits: int = 0) -> str:
@@ -416,10 +597,71 @@ def _number(value, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
-def format_report(rows: list, model: dict, lora: list, recipe: dict, machine: str) -> str:
-    """The Markdown report: the model's consumption, one row per step, memory ratios."""
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    lines = [machine, f"Load average when the report was written: {load}.", ""]
+def _measured_on(part: dict) -> list[str]:
+    load = ", ".join(f"{value:.1f}" for value in part["load"])
+    return [part["machine"], f"Load average at the end of the measurement: {load}.", ""]
+
+
+def format_report(results: dict) -> str:
+    """The Markdown report: the data part (the model's consumption, one row per step, memory
+    ratios) and the LoRA part, each with the machine and load it was measured under."""
+    lines: list[str] = []
+    if results.get("rows"):
+        lines += _data_report(results["rows"], results["model"], results["recipe"])
+        lines[:0] = _measured_on(results["data_machine"])
+    lines += ["", "LoRA vs full fine-tuning:", ""]
+    if results.get("lora"):
+        lines += _measured_on(results["lora_machine"])
+        lines += _lora_report(results["lora"], results["recipe"])
+    else:
+        lines.append("not measured (python benchmarks/bench_scale.py --only lora).")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _lora_report(rows: list[dict], recipe: dict) -> list[str]:
+    lines = [
+        "| model | fine-tuning | parameters | trainable | step ms (fastest) | step ms (median) "
+        "| x full | gradients + AdamW state MB | saved for backward MB | steps add MB "
+        "| peak MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    full = {row["arch"]: row for row in rows if row["lora_dropout"] is None}
+    for row in rows:
+        base = full.get(row["arch"])
+        ratio = row["step_seconds"] / base["step_seconds"] if base else None
+        lora = row["lora_dropout"] is not None
+        share = f" ({row['trainable'] / row['base_parameters']:.1%})" if lora else ""
+        setup = f"LoRA r=8, dropout {row['lora_dropout']:g}" if lora else "full"
+        lines.append(
+            f"| {row['arch']} | {setup} | "
+            f"{row['parameters']:,} | {row['trainable']:,}{share} | "
+            f"{row['step_seconds'] * 1000:.0f} | {row['median_step_seconds'] * 1000:.0f} | "
+            f"{_number(ratio, 2)} | {row['gradient_mb'] + row['optimizer_state_mb']:.2f} | "
+            f"{row['saved_for_backward_mb']:.0f} | {row['steps_add_mb']:.0f} | "
+            f"{row['peak_mb']:.0f} |"
+        )
+    model = recipe["model_config"]
+    lines += [
+        "",
+        f"The default recipe's dimensions ({model['hidden_size']} hidden, "
+        f"{model['num_hidden_layers']} layers), batch {recipe['per_device_train_batch_size']} x "
+        f"{recipe['max_length']}: forward + backward + AdamW step on random tokens, "
+        f"{rows[0]['torch_threads']} torch thread(s). LoRA as train.py's `lora: true` (r=8, "
+        "alpha 16, the architecture's default target modules); `trainable` in brackets is the "
+        "share of the base model's weights. Step times: every setup in one process, one step "
+        f"of each in turn, {rows[0]['rounds']} rounds (`x full`: fastest over fastest). Memory: "
+        "each setup alone in its own process (peft imported in all): `gradients + AdamW state` "
+        "is what training keeps per trainable weight, counted from the tensors; `saved for "
+        "backward` the activations one forward pass keeps for the backward pass (LoRA's "
+        "dropout keeps a dropped-out copy of each adapted layer's input); `steps add` is the "
+        "resident-memory high-water mark of the training steps above the process with "
+        "its model built (those, the forward's temporaries and the allocator's slack); `peak` is the whole process (anonymous PSS, sampled).",
+    ]
+    return lines
+
+
+def _data_report(rows: list, model: dict, recipe: dict) -> list[str]:
+    lines: list[str] = []
     lines.append(
         f"Default model (configs/default.yaml, {model['parameters']:,} parameters, batch "
         f"{recipe['per_device_train_batch_size']} x {recipe['max_length']}): "
@@ -471,16 +713,7 @@ def format_report(rows: list, model: dict, lora: list, recipe: dict, machine: st
                     f"- {step} ({procs}): {peaks[small]:.0f} -> {peaks[large]:.0f} MB "
                     f"({change:+.0%})"
                 )
-    lines += ["", "LoRA vs full fine-tuning:"]
-    if lora:
-        lines += ["", "| run | trainable parameters | step s | peak MB |", "|---|---:|---:|---:|"]
-        lines += [
-            f"| {r['name']} | {r['trainable']:,} | {r['step_seconds']:.3f} | {r['peak_mb']:.0f} |"
-            for r in lora
-        ]
-    else:
-        lines.append("not measured yet (see lora_rows in benchmarks/bench_scale.py).")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 if __name__ == "__main__":
