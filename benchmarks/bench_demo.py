@@ -125,7 +125,8 @@ def over_http(model: str, label: str, tokens: int, seeds: list[int]) -> list[dic
             start = time.perf_counter()
             outputs = client.predict(label, None, None, SAMPLING["temperature"],
                                      SAMPLING["top_k"], SAMPLING["top_p"], tokens, seed,
-                                     SAMPLING["grammar"], api_name="/generate")  # fmt: skip
+                                     SAMPLING["grammar"], length_unit="tokens",
+                                     api_name="/generate")  # fmt: skip
             wall = time.perf_counter() - start
             if not outputs[1] or not Path(outputs[1]).is_file():
                 raise RuntimeError(f"no audio file: {outputs[0]}")

@@ -1,15 +1,13 @@
-"""The Gradio demo: the generate function, the page in a real browser (Debian's Chromium driven by
-Playwright), the API endpoint through ``gradio_client``, and hostile API calls that name files
-on the server."""
+"""The Gradio demo: the generate function (streaming, Stop, Continue / Undo, length, instruments),
+the API endpoints through ``gradio_client`` and plain HTTP, and hostile API calls that name files
+on the server. The page in a real browser is ``test_app_browser.py``."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import re
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -19,74 +17,34 @@ import pytest
 gr = pytest.importorskip("gradio", reason="the demo needs the app extra: pip install '.[app]'")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from demo_support import (  # noqa: E402
+    LONG_PIECE,
+    SETTINGS,
+    call_generate,
+    expected_notes,
+    file_data,
+    free_port,
+    save_tiny_model,
+    served,
+)
 from symusic import Score  # noqa: E402
 
 from midiformers.app import create_demo, parse_args  # noqa: E402
 from midiformers.app.demo import (  # noqa: E402
     EXAMPLES_DIR,
+    HISTORY_SIZE,
     UPLOAD_REFUSED,
+    GenerationRequest,
     Generator,
     UploadRefusedError,
-    _composer_update,
     check_upload_path,
+    remember,
+    undo,
     upload_dirs,
 )
 from midiformers.app.models import resolve_models  # noqa: E402
+from midiformers.app.page import _composer_update, _model_update  # noqa: E402
 from midiformers.audio import find_soundfont  # noqa: E402
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-# Small and fast: the tiny random model, few tokens, a fixed seed.
-SETTINGS = {"temperature": 1.0, "top_k": 32, "top_p": 0.95, "max_new_tokens": 48, "seed": 7}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def upload_primer(page, path: Path) -> None:
-    """Replace the primer: clear the one shown (if any), upload, wait for its name."""
-    primer = page.locator("#primer")
-    clear = primer.get_by_role("button", name="Clear")
-    if clear.count():
-        clear.click()
-    primer.locator("input[type=file]").set_input_files(path)
-    primer.get_by_label(path.name).wait_for()
-
-
-def assert_audio_loaded(page) -> None:
-    """The audio output has a source that the browser decodes to a non-zero duration."""
-    player = page.locator("#audio audio[src]").first
-    player.wait_for(state="attached")
-    assert player.get_attribute("src")
-    duration = player.evaluate(
-        """a => new Promise(done => a.readyState > 0 ? done(a.duration)
-            : a.addEventListener("loadedmetadata", () => done(a.duration)))"""
-    )
-    assert duration > 0
-
-
-def expected_notes(model_dir: Path, primer: Path | None) -> int:
-    """The note count the demo must produce: the same pipeline, settings and seed, run here."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
-
-    generator = pipeline(
-        "midi-generation",
-        model=AutoModelForCausalLM.from_pretrained(model_dir),
-        tokenizer=AutoTokenizer.from_pretrained(model_dir),
-    )
-    piece = generator(None if primer is None else str(primer), grammar=True, **SETTINGS)
-    return piece["num_notes"]
 
 
 @pytest.fixture(scope="module")
@@ -107,30 +65,8 @@ def demo_output_dir(tmp_path_factory) -> Path:
 def served_demo(upload_dir, tiny_model_dir, tiny_vae_dir, demo_output_dir):
     """The demo with the tiny GPT and the tiny VAE, serving on a free port for the module."""
     demo = create_demo([str(tiny_model_dir), str(tiny_vae_dir)], output_dir=demo_output_dir)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
-
-
-def file_data(path: str | Path) -> dict:
-    """What a client sends for a file: Gradio's FileData, here with any path the client likes."""
-    return {"path": str(path), "orig_name": Path(path).name, "meta": {"_type": "gradio.FileData"}}
-
-
-def call_generate(base_url: str, model: str, composer, primer) -> tuple[str, object]:
-    """Call ``/generate`` over plain HTTP, as any client may; returns the last event's name and
-    data (``complete`` and the outputs, or ``error`` and its message)."""
-    import httpx
-
-    data = [model, composer, primer, *(SETTINGS[key] for key in SETTINGS), True]
-    with httpx.Client(base_url=base_url, timeout=120) as http:
-        posted = http.post("gradio_api/call/generate", json={"data": data})
-        posted.raise_for_status()
-        answer = http.get(f"gradio_api/call/generate/{posted.json()['event_id']}").text
-    events = [block.splitlines() for block in answer.strip().split("\n\n") if block.strip()]
-    event, payload = events[-1][0].removeprefix("event: "), events[-1][1].removeprefix("data: ")
-    return event, json.loads(payload)
+    with served(demo) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -141,76 +77,6 @@ def primer_path(valid_midi_paths) -> Path:
 @pytest.fixture(scope="module")
 def text_as_midi(midi_dir) -> Path:
     return midi_dir / "broken" / "text_renamed.mid"
-
-
-def test_page_flow_in_a_real_browser(
-    served_demo, tiny_model_dir, primer_path, text_as_midi, tmp_path
-):
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium: apt-get install -y chromium")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-
-    notes = expected_notes(tiny_model_dir, primer_path)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1100})
-            page.goto(served_demo)
-            generate = page.get_by_role("button", name="Generate")
-            generate.wait_for()
-            status = page.locator("#status")
-            page.get_by_label("number input for Tokens to generate").fill(
-                str(SETTINGS["max_new_tokens"])
-            )
-            page.get_by_label("number input for Tokens to generate").press("Enter")
-            page.get_by_label("Seed (-1: random)").fill(str(SETTINGS["seed"]))
-
-            # 1. a primer from the fixtures, generate: audio, piano roll, MIDI file
-            upload_primer(page, primer_path)
-            generate.click()
-            status.get_by_text(f"{notes} notes").wait_for(timeout=60_000)
-            if find_soundfont() is not None:
-                assert_audio_loaded(page)
-            roll = page.locator("#piano-roll img")
-            roll.wait_for()
-            assert roll.is_visible() and roll.evaluate("img => img.naturalWidth") > 100
-            assert page.get_by_label("Tokens generated").input_value() == str(
-                SETTINGS["max_new_tokens"]
-            )
-            with page.expect_download() as download_info:
-                page.locator("#midi a").first.click()
-            downloaded = tmp_path / download_info.value.suggested_filename
-            download_info.value.save_as(downloaded)
-            assert downloaded.suffix == ".mid"
-            assert Score(str(downloaded)).note_num() == notes
-
-            # 2. a text file renamed .mid: a message naming it, nothing else breaks
-            upload_primer(page, text_as_midi)
-            generate.click()
-            status.get_by_text("Primer rejected").wait_for(timeout=30_000)
-            assert "text_renamed.mid: not a MIDI file" in status.inner_text()
-
-            # 3. the app is still usable, and so are the examples
-            upload_primer(page, primer_path)
-            generate.click()
-            status.get_by_text(f"{notes} notes").wait_for(timeout=60_000)
-            example = sorted(EXAMPLES_DIR.glob("*.mid"))[0]
-            page.get_by_text(example.name, exact=True).first.click()
-            page.locator("#primer").get_by_label(example.name).wait_for()
-            page.get_by_label("Seed (-1: random)").fill("8")  # tells this result from the last
-            generate.click()
-            status.get_by_text("seed 8").wait_for(timeout=60_000)
-            shown = re.match(r"(\d+) notes, \d+ new tokens", status.inner_text().strip())
-            assert shown and int(shown[1]) > 0, status.inner_text()  # the example's notes at least
-            if find_soundfont() is not None:
-                assert_audio_loaded(page)
-            ARTIFACTS.mkdir(exist_ok=True)
-            (ARTIFACTS / ".gitignore").write_text("*\n")
-            page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
-        finally:
-            browser.close()
 
 
 def test_api_endpoint_with_gradio_client(served_demo, tiny_model_dir, primer_path):
@@ -227,6 +93,7 @@ def test_api_endpoint_with_gradio_client(served_demo, tiny_model_dir, primer_pat
         SETTINGS["max_new_tokens"],
         SETTINGS["seed"],
         True,
+        length_unit="tokens",
         api_name="/generate",
     )
     notes = expected_notes(tiny_model_dir, primer_path)
@@ -269,9 +136,9 @@ def test_composer_choice_follows_the_model(tiny_model_dir, tiny_vae_dir, tmp_pat
     assert notices == []
     gpt, vae = entries
     assert gpt.composers == [] and vae.composers == ["bach", "chopin"]
-    shown = _composer_update(gr, vae)
+    shown = _composer_update(vae)
     assert shown.visible and [choice[0] for choice in shown.choices] == ["bach", "chopin"]
-    assert _composer_update(gr, gpt).visible is False
+    assert _composer_update(gpt).visible is False
     generator = Generator(entries, tmp_path)
     status, *_, midi, num_tokens, _ = generator(vae.label, "chopin", None, 1.0, 0, 1.0, 16, 3, True)
     assert "composer chopin" in status and num_tokens == 16
@@ -382,16 +249,252 @@ def test_api_composer_mistakes_get_clear_messages(served_demo, tiny_model_dir, t
     client = Client(served_demo, verbose=False)
     sampling = [SETTINGS[key] for key in SETTINGS]
     gpt, vae = tiny_model_dir.name, tiny_vae_dir.name
-    status, *_ = client.predict(gpt, "bach", None, *sampling, True, api_name="/generate")
+
+    def predict(model: str, composer: str) -> str:
+        status, *_ = client.predict(
+            model, composer, None, *sampling, True, length_unit="tokens", api_name="/generate"
+        )
+        return status
+
+    status = predict(gpt, "bach")
     assert "new tokens" in status and "composer bach" not in status  # generated without it
     assert f"Composer 'bach' ignored: model {gpt!r} is not composer-conditioned" in status
     # The VAE is not the first model, so the page's composer list starts empty: still accepted.
-    status, *_ = client.predict(vae, "chopin", None, *sampling, True, api_name="/generate")
-    assert "composer chopin" in status
-    status, *_ = client.predict(vae, "satie", None, *sampling, True, api_name="/generate")
-    assert status.startswith("**Unknown composer** 'satie'")
-    status, *_ = client.predict(vae, "x" * 10_000, None, *sampling, True, api_name="/generate")
+    assert "composer chopin" in predict(vae, "chopin")
+    assert predict(vae, "satie").startswith("**Unknown composer** 'satie'")
+    status = predict(vae, "x" * 10_000)
     assert status.startswith(f"**Unknown composer** {'x' * 40!r}… for model") and len(status) < 200
+
+
+@pytest.fixture(scope="module")
+def tiny_midilike_dir(tmp_path_factory) -> Path:
+    """A tiny GPT with a MIDILike tokenizer: no Bar tokens; notes end with NoteOff tokens."""
+    from midiformers import MidiTokenizer
+
+    return save_tiny_model(
+        tmp_path_factory.mktemp("tiny-midilike"), MidiTokenizer(preset="midilike")
+    )
+
+
+@pytest.fixture
+def generator(tiny_model_dir, tiny_midilike_dir, tmp_path) -> Generator:
+    """The demo's function for the tiny REMI and MIDILike models (primers from ``tmp_path``),
+    updating the roll every 0.2 s."""
+    entries, notices = resolve_models([str(tiny_model_dir), str(tiny_midilike_dir)])
+    assert notices == []
+    out = tmp_path / "out"
+    out.mkdir()
+    return Generator(
+        entries, out, audio_off="off in this test", primer_dirs=[tmp_path], update_every=0.2
+    )
+
+
+@pytest.fixture
+def short_primer(primer_path, tmp_path) -> Path:
+    """The first two bars of a chorale (4/4), as an upload."""
+    score = Score(str(primer_path))
+    path = tmp_path / "two_bars.mid"
+    score.clip(0, 8 * score.ticks_per_quarter).dump_midi(str(path))
+    return path
+
+
+def finished(results) -> object:
+    """The last result of a stream, which must be the finished piece."""
+    *_, last = results
+    assert last.piece is not None, last.status
+    return last
+
+
+def test_the_roll_grows_while_the_model_writes_and_stop_keeps_the_piece(generator, tiny_model_dir):
+    from midiformers.generation import check_sequence
+
+    request = GenerationRequest(tiny_model_dir.name, seed=3, **LONG_PIECE)
+    partials, final = [], None
+    for result in generator.stream(request, session="listener"):
+        if result.piece is not None:
+            final = result
+            break
+        partials.append(result)
+        assert result.audio is None and result.midi_path is None  # they come with the piece
+        assert result.piano_roll.ndim == 3 and "Writing" in result.status
+        if len(partials) == 3:
+            assert generator.stop("listener")
+    assert final is not None and len(partials) >= 3
+    counts = [result.num_tokens for result in partials]
+    assert counts == sorted(set(counts))  # a new roll only when there is more to show
+    piece = final.piece
+    assert "Stopped" in final.status and counts[-1] <= piece.num_tokens < 64 * 128
+    tokenizer = generator.entries[tiny_model_dir.name].tokenizer()
+    assert check_sequence(tokenizer, piece.token_ids).num_dropped == 0
+    notes = tokenizer.to_score(piece.token_ids).note_num()
+    assert notes > 0 and f"**{notes} notes**" in final.status
+    assert Score(final.midi_path).note_num() == notes
+    assert not generator.stop("listener")  # nothing runs for that session any more
+
+
+@pytest.mark.parametrize("preset", ["remi", "midilike"])
+def test_a_piece_cut_anywhere_is_closed_into_valid_midi(
+    preset, generator, tiny_model_dir, tiny_midilike_dir
+):
+    from midiformers.app.demo import close_piece
+    from midiformers.generation import check_sequence
+
+    folder = {"remi": tiny_model_dir, "midilike": tiny_midilike_dir}[preset]
+    generate = generator.entries[folder.name].pipeline()
+    ids = generate(None, max_new_tokens=80, seed=5)["token_ids"]
+    options = {"seed": 0, "grammar": True, "top_k": 32, "num_bars": 64, "max_new_tokens": 8}
+    closed_any = False
+    for cut in range(2, len(ids) - 1, 5):
+        closed = close_piece(generate, {"token_ids": ids[:cut]}, options)["token_ids"]
+        assert closed[:cut] == ids[:cut], cut  # what was written stays
+        check = check_sequence(generate.tokenizer, closed)
+        assert check.num_dropped == 0, (cut, check.errors)
+        cut_check = check_sequence(generate.tokenizer, ids[:cut])
+        assert len(closed) > cut or cut_check.num_dropped == 0  # closed only when open
+        closed_any |= len(closed) > cut
+    assert closed_any
+
+
+def test_continue_extends_the_last_result_and_undo_goes_back(
+    generator, tiny_model_dir, tiny_midilike_dir
+):
+    remi, midilike = tiny_model_dir.name, tiny_midilike_dir.name
+    first = finished(generator.stream(GenerationRequest(remi, max_new_tokens=48, seed=1)))
+    request = GenerationRequest(remi, max_new_tokens=32, seed=2)
+    second = finished(generator.stream(request, source=first.piece))
+    eos = generator.entries[remi].tokenizer().eos_token_id
+    kept = [token for token in first.piece.token_ids if token != eos]
+    assert second.piece.token_ids[: len(kept)] == kept  # the same tokens, then more
+    assert 0 < second.piece.num_tokens <= 32
+    first_end = Score.from_midi(first.piece.midi).to("second").end()
+    assert second.piece.primer_end == pytest.approx(first_end)
+    # Another model continues from the MIDI file, in its own tokens.
+    request = GenerationRequest(midilike, max_new_tokens=32, seed=2)
+    third = finished(generator.stream(request, source=second.piece))
+    assert third.piece.label == midilike and third.piece.primer_end is not None
+
+    history = remember(remember([], first.piece), second.piece)
+    assert undo(history) == [first.piece] and undo(undo(history)) == [first.piece]
+    shown = generator.show(first.piece)
+    assert shown.status.startswith(first.piece.status) and shown.piece is first.piece
+    assert Score(shown.midi_path).note_num() == Score.from_midi(first.piece.midi).note_num() > 0
+    assert (shown.num_tokens, shown.piano_roll.ndim) == (first.piece.num_tokens, 3)
+    for _ in range(HISTORY_SIZE + 2):
+        history = remember(history, third.piece)
+    assert len(history) == HISTORY_SIZE and history[-1] is third.piece
+
+
+def test_bars_and_seconds_are_added_to_the_primer(generator, tiny_model_dir, short_primer):
+    label = tiny_model_dir.name
+    tokenizer = generator.entries[label].tokenizer()
+    bar = tokenizer.convert_tokens_to_ids("Bar_None")
+    primer_ids = tokenizer.encode_midi(short_primer)
+    assert primer_ids.count(bar) == 2
+    request = GenerationRequest(
+        label, primer=str(short_primer), length_unit="bars", num_bars=2, seed=4
+    )
+    piece = finished(generator.stream(request)).piece
+    assert piece.token_ids.count(bar) == primer_ids.count(bar) + 2
+    request.length_unit, request.seconds = "seconds", 4
+    piece = finished(generator.stream(request)).piece
+    primer_end = tokenizer.to_score(primer_ids).to("second").end()
+    end = Score.from_midi(piece.midi).to("second").end()
+    assert piece.primer_end == pytest.approx(primer_end)
+    assert primer_end < end <= primer_end + 4 + 1e-6
+
+
+def test_instruments_limit_the_new_notes(generator, tiny_model_dir):
+    request = GenerationRequest(tiny_model_dir.name, seed=2, instruments=[40, -1])
+    piece = finished(generator.stream(request)).piece
+    score = Score.from_midi(piece.midi)
+    played = {-1 if track.is_drum else track.program for track in score.tracks if track.notes}
+    assert played and played <= {40, -1}
+
+
+def test_the_page_offers_what_the_model_supports(tiny_model_dir, tiny_midilike_dir):
+    entries, _ = resolve_models([str(tiny_model_dir), str(tiny_midilike_dir)])
+    remi, midilike = entries
+    assert (remi.features.bars, remi.features.seconds) == (True, True)
+    assert (midilike.features.bars, midilike.features.seconds) == (False, True)
+    assert remi.features.controls == () and not remi.features.infilling
+    composer, unit, instruments = _model_update(midilike)
+    assert [value for _, value in unit.choices] == ["seconds", "tokens"]
+    assert unit.value == "seconds" and composer.visible is False
+    assert instruments.visible and ("Drums (-1)", -1) in instruments.choices
+    assert ("Violin (40)", 40) in instruments.choices
+    assert [value for _, value in _model_update(remi)[1].choices] == ["seconds", "bars", "tokens"]
+
+
+def test_request_mistakes_get_clear_messages(generator, tiny_model_dir, tiny_midilike_dir):
+    remi, midilike = tiny_model_dir.name, tiny_midilike_dir.name
+    cases = [
+        (
+            GenerationRequest(midilike, length_unit="bars"),
+            f"**Length in bars** is not available for model {midilike!r} (it needs a "
+            "tokenization with Bar tokens, such as REMI); choose seconds or tokens.",
+        ),
+        (
+            GenerationRequest(remi, length_unit="seconds", grammar=False),
+            "**Length in seconds** needs the grammar: switch it on or count tokens.",
+        ),
+        (
+            GenerationRequest(remi, length_unit="minutes"),
+            "**Unknown length unit** 'minutes'; choose one of bars, seconds, tokens.",
+        ),
+        (
+            GenerationRequest(remi, length_unit="bars", num_bars=1000),
+            "**Bars to write** must be between 1 and 64, got 1000.",
+        ),
+        (
+            GenerationRequest(remi, length_unit="bars", num_bars=2.5),
+            "**Bars to write** must be a whole number, got 2.5.",
+        ),
+        (
+            GenerationRequest(remi, max_new_tokens=10**9),
+            "**Tokens to generate** must be between 1 and 2048, got 1000000000.",
+        ),
+        (
+            GenerationRequest(remi, length_unit="seconds", seconds="soon"),
+            "**Seconds to write** must be between 1 and 120, got 'soon'.",
+        ),
+    ]
+    for request, message in cases:
+        (result,) = generator.stream(request)
+        assert result.status == message and result.piece is None
+    (result,) = generator.stream(GenerationRequest(remi, instruments=["kazoo"]))
+    assert result.status.startswith("**Generation failed.** ValueError: programs: unknown ")
+
+
+def test_api_streams_stops_continues_and_undoes(served_demo, tiny_model_dir):
+    from gradio_client import Client
+
+    client = Client(served_demo, verbose=False)  # one session: Stop and Undo act on it
+    sampling = [SETTINGS[key] for key in SETTINGS]
+    job = client.submit(
+        tiny_model_dir.name, None, None, *sampling, True, **LONG_PIECE, api_name="/generate"
+    )
+    deadline = time.monotonic() + 120
+    while len(job.outputs()) < 2 and not job.done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not job.done(), job.outputs()
+    client.predict(api_name="/stop")
+    status, audio, roll, midi, num_tokens, _ = job.result(timeout=120)
+    partial_status = job.outputs()[0][0]
+    assert "Writing" in partial_status and "Stopped" in status, status
+    assert len(job.outputs()) >= 3 and Score(midi).note_num() > 0 and Path(roll).is_file()
+    assert num_tokens < 64 * 128 and (audio is not None) == (find_soundfont() is not None)
+
+    more = client.predict(
+        tiny_model_dir.name, None, *sampling, True, length_unit="tokens", api_name="/continue"
+    )
+    assert "new tokens" in more[0] and Score(more[3]).note_num() >= Score(midi).note_num()
+    back = client.predict(api_name="/undo")
+    assert back[0].startswith(status.split(" Audio is off")[0]) and "earlier result" in back[0]
+    assert Score(back[3]).note_num() == Score(midi).note_num()
+    assert client.predict(api_name="/undo")[0].startswith("Nothing to undo")
+    fresh = Client(served_demo, verbose=False)  # a new session has nothing to continue
+    answer = fresh.predict(tiny_model_dir.name, None, *sampling, True, api_name="/continue")
+    assert answer[0].startswith("Nothing to continue yet")
 
 
 def test_upload_path_check_accepts_only_uploads_and_examples(tmp_path, monkeypatch):

@@ -12,22 +12,28 @@ from __future__ import annotations
 import contextlib
 import html
 import logging
+import math
 import os
 import random
 import re
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..audio import AudioUnavailableError, audio_problem, piano_roll, render_audio
+from ..generation import MidiGrammar
+from ..generation.pipeline import TOKENS_PER_BAR, TOKENS_PER_SECOND
 from ..tokenization import MidiFileError, load_score
+from .live import LivePianoRoll, StopOnEvent, TokenCollector
 from .models import ModelEntry, resolve_models
 
 logger = logging.getLogger(__name__)
@@ -37,7 +43,21 @@ MAX_PRIMER_BYTES = 1024 * 1024
 """Largest primer accepted (1 MiB): a primer is a few bars, and a huge file would only keep
 the CPU busy tokenizing it."""
 MAX_NEW_TOKENS = 2048
-"""The slider's limit: a 30-second piece of the default model takes about 1,100 tokens."""
+"""The token slider's limit: a 30-second piece of the default model takes about 1,100 tokens."""
+LENGTH_UNITS = ("bars", "seconds", "tokens")
+"""How a length is given; the page offers the ones the model supports (see ``ModelFeatures``)."""
+DEFAULT_BARS = 8
+MAX_BARS = 64
+DEFAULT_SECONDS = 20.0
+MAX_SECONDS = 120.0
+"""Bars or seconds one request may add: a continuation can add as many again."""
+MAX_PRIMER_BARS = 1_000_000
+UPDATE_EVERY_S = 0.5
+"""Seconds between two piano-roll updates while the model writes."""
+HISTORY_SIZE = 8
+"""Results a session keeps for Undo and Continue."""
+CONTROL_OFF = "any"
+"""The value of an attribute control that is not set."""
 DEFAULT_CONCURRENCY = 1
 """Generations running at once; more visitors wait in the queue instead of sharing the CPU."""
 MAX_QUEUE = 16
@@ -100,8 +120,50 @@ def check_upload_path(path: str | os.PathLike, allowed_dirs: Sequence[str | Path
 
 
 @dataclass
+class GenerationRequest:
+    """What one click asks for: the page's inputs, as the page (or an API client) sends them.
+
+    ``length_unit`` says which length applies: ``num_bars`` or ``seconds`` are *added* to the
+    primer (a continuation of 8 bars by 4 bars has 12), ``max_new_tokens`` counts tokens.
+    ``instruments``: the programs new notes may use (empty: any). ``controls``: attribute
+    controls by name (``None`` or ``"any"``: not set).
+    """
+
+    model: str | None
+    composer: str | None = None
+    primer: str | None = None
+    temperature: float = 1.0
+    top_k: float = 32
+    top_p: float = 0.95
+    max_new_tokens: float = 256
+    seed: float | None = -1
+    grammar: bool = True
+    length_unit: str = "tokens"
+    num_bars: float = DEFAULT_BARS
+    seconds: float = DEFAULT_SECONDS
+    instruments: Sequence[int | str] | None = None
+    controls: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Piece:
+    """A finished result, as a session's history keeps it: Undo shows it again, Continue
+    extends it (with the same model from its exact tokens, else from its MIDI file)."""
+
+    label: str
+    token_ids: list[int]
+    midi: bytes
+    primer_end: float | None
+    status: str
+    num_tokens: int
+    seconds: float
+    seed: int
+
+
+@dataclass
 class GenerationResult:
-    """What one click produces, in the order of the demo's outputs."""
+    """What one click produces, in the order of the demo's outputs. While the model writes,
+    results carry the piano roll so far and no audio or file; the finished one has ``piece``."""
 
     status: str
     audio: tuple[int, np.ndarray] | None = None
@@ -109,6 +171,7 @@ class GenerationResult:
     midi_path: str | None = None
     num_tokens: int | None = None
     seconds: float | None = None
+    piece: Piece | None = None
 
     def as_outputs(self) -> tuple:
         return (
@@ -121,8 +184,29 @@ class GenerationResult:
         )
 
 
+class _RequestProblem(Exception):
+    """A request the demo answers with a message instead of a piece."""
+
+
+def remember(history: Sequence[Piece] | None, piece: Piece) -> list[Piece]:
+    """The history with ``piece`` as its latest result, at most :data:`HISTORY_SIZE` long."""
+    return [*(history or []), piece][-HISTORY_SIZE:]
+
+
+def undo(history: Sequence[Piece] | None) -> list[Piece]:
+    """The history without its latest result (unchanged when there is no earlier one)."""
+    history = list(history or [])
+    return history[:-1] if len(history) > 1 else history
+
+
 class Generator:
-    """The demo's generate function: validates input, runs the pipeline, renders the outputs."""
+    """The demo's generate function: validates input, runs the pipeline while showing the piece
+    grow, stops when asked, renders the outputs.
+
+    ``update_every``: seconds between two partial results while the model writes (more when
+    drawing one takes over a third of that: the roll never takes more than a quarter of the
+    time from the model).
+    """
 
     def __init__(
         self,
@@ -130,12 +214,16 @@ class Generator:
         output_dir: Path,
         audio_off: str | None = None,
         primer_dirs: Sequence[str | Path] | None = None,
+        update_every: float = UPDATE_EVERY_S,
     ):
         """``primer_dirs``: where primer files may lie (default: :func:`upload_dirs`)."""
         self.entries = {entry.label: entry for entry in entries}
         self.output_dir = output_dir
         self.audio_off = audio_off if audio_off is not None else audio_problem()
         self.primer_dirs = tuple(primer_dirs) if primer_dirs is not None else upload_dirs()
+        self.update_every = update_every
+        self._running: dict[str, threading.Event] = {}
+        self._running_lock = threading.Lock()
 
     def __call__(
         self,
@@ -148,52 +236,99 @@ class Generator:
         max_new_tokens: float,
         seed: float | None,
         grammar: bool,
+        length_unit: str = "tokens",
+        num_bars: float = DEFAULT_BARS,
+        seconds: float = DEFAULT_SECONDS,
+        instruments: Sequence[int | str] | None = None,
+        **controls: Any,
     ) -> tuple:
-        entry = self.entries.get(model_label or "")
-        if entry is None:
-            return GenerationResult(_no_model_message(model_label, list(self.entries))).as_outputs()
-        composer = composer or None
-        if entry.composers and composer is not None and composer not in entry.composers:
-            return GenerationResult(
-                f"**Unknown composer** {_quoted(composer)} for model {entry.label!r}; choose one of "
-                f"{', '.join(entry.composers)}."
-            ).as_outputs()
+        """One click of Generate, to the finished piece: the outputs in the page's order."""
+        request = GenerationRequest(
+            model_label, composer, primer, temperature, top_k, top_p, max_new_tokens, seed,
+            grammar, length_unit, num_bars, seconds, instruments, controls,
+        )  # fmt: skip
+        *_, result = self.stream(request)
+        return result.as_outputs()
+
+    # ------------------------------------------------------------------ requests
+
+    def stream(
+        self,
+        request: GenerationRequest,
+        session: str | None = None,
+        source: Piece | None = None,
+    ) -> Iterator[GenerationResult]:
+        """Generate, yielding a partial result about every :attr:`update_every` seconds while
+        the model writes (the piano roll so far) and the finished piece last.
+
+        ``source``: continue this earlier result instead of the primer upload. ``session``:
+        :meth:`stop` with the same key ends the generation; what was written is then finished
+        (notes left open are closed) and returned like any piece.
+        """
         try:
-            primer_score = self._load_primer(primer)
-        except UploadRefusedError as error:
-            return GenerationResult(f"**Primer refused.** {error}").as_outputs()
-        except MidiFileError as error:
-            return GenerationResult(f"**Primer rejected.** {_primer_problem(error)}").as_outputs()
-        seed = int(seed) if seed is not None and seed >= 0 else random.randrange(MAX_SEED + 1)
-        options = {
-            "max_new_tokens": int(max_new_tokens),
-            "temperature": float(temperature),
-            "top_k": int(top_k),  # 0 and 1.0 switch the filters off
-            "top_p": float(top_p),
-            "seed": seed,
-            "grammar": bool(grammar),
-        }
-        if entry.composers:
-            options["composer"] = composer or entry.composers[0]
-        try:
-            generate = entry.pipeline()
-            start = time.perf_counter()
-            output = generate(primer_score, **options)
-            seconds = time.perf_counter() - start
-        except Exception as error:  # the page must stay usable; the traceback goes to the log
-            logger.exception("Generation with %s failed", entry.spec)
-            return GenerationResult(
-                f"**Generation failed.** {type(error).__name__}: {error}"
-            ).as_outputs()
-        result = self._outputs(entry, output, seconds, options)
+            entry = self._entry(request)
+            primer_score = self._primer_score(request, source)
+            tokenizer = entry.tokenizer()
+            primer_ids = self._primer_ids(entry, primer_score, source)
+            options = self._options(entry, request, primer_ids)
+        except _RequestProblem as problem:
+            yield GenerationResult(str(problem))
+            return
+        except Exception as error:  # a tokenizer that does not load, a primer it cannot encode
+            logger.exception("Preparing a request for %s failed", request.model)
+            yield GenerationResult(f"**Generation failed.** {type(error).__name__}: {error}")
+            return
+        notes = []
         if primer_score is not None and primer_score.note_num() == 0:
-            result.status += " The primer has no notes, so the piece starts from scratch."
-        if composer is not None and not entry.composers:
-            result.status += (
-                f" Composer {_quoted(composer)} ignored: model {entry.label!r} is not "
+            notes.append("The primer has no notes, so the piece starts from scratch.")
+        if request.composer and not entry.composers:
+            notes.append(
+                f"Composer {_quoted(request.composer)} ignored: model {entry.label!r} is not "
                 "composer-conditioned (leave the composer empty)."
             )
-        return result.as_outputs()
+        primer_end = _piece_end(tokenizer, primer_ids)
+        yield from self._run(entry, primer_ids, options, session, notes, primer_end)
+
+    def stop(self, session: str | None) -> bool:
+        """Ask the generation running for ``session`` to stop; False when none is running."""
+        with self._running_lock:
+            event = self._running.get(session) if session else None
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    def show(self, piece: Piece) -> GenerationResult:
+        """An earlier result again (Undo): its status, audio, piano roll and a MIDI file."""
+        from symusic import Score
+
+        score = Score.from_midi(piece.midi)
+        result = self._render(score, piece.label, piece.seed, piece.midi, piece.primer_end)
+        result.status = f"{piece.status} (back to this earlier result)"
+        result.num_tokens, result.seconds, result.piece = piece.num_tokens, piece.seconds, piece
+        return result
+
+    def _entry(self, request: GenerationRequest) -> ModelEntry:
+        entry = self.entries.get(request.model or "")
+        if entry is None:
+            raise _RequestProblem(_no_model_message(request.model, list(self.entries)))
+        composer = request.composer or None
+        if entry.composers and composer is not None and composer not in entry.composers:
+            raise _RequestProblem(
+                f"**Unknown composer** {_quoted(composer)} for model {entry.label!r}; choose one "
+                f"of {', '.join(entry.composers)}."
+            )
+        return entry
+
+    def _primer_score(self, request: GenerationRequest, source: Piece | None):
+        if source is not None:
+            return None
+        try:
+            return self._load_primer(request.primer)
+        except UploadRefusedError as error:
+            raise _RequestProblem(f"**Primer refused.** {error}") from None
+        except MidiFileError as error:
+            raise _RequestProblem(f"**Primer rejected.** {_primer_problem(error)}") from None
 
     def _load_primer(self, primer: str | os.PathLike | None):
         """The primer as a Score, read only from an upload (or an example), at most
@@ -211,38 +346,244 @@ class Generator:
             )
         return load_score(path, name=name, max_file_size=MAX_PRIMER_BYTES)
 
-    def _outputs(
-        self, entry: ModelEntry, output: dict[str, Any], seconds: float, options: dict[str, Any]
+    @staticmethod
+    def _primer_ids(entry: ModelEntry, score: Any, source: Piece | None) -> list[int]:
+        """The primer's token ids (no BOS): the upload's, or an earlier result's (its exact
+        tokens when it comes from the same model, else its MIDI file read by this one)."""
+        tokenizer = entry.tokenizer()
+        if source is not None and source.label == entry.label:
+            framing = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
+            return [token for token in source.token_ids if token not in framing]
+        if source is not None:
+            return tokenizer.encode_midi(source.midi)
+        return tokenizer.encode_midi(score) if score is not None else []
+
+    def _options(
+        self, entry: ModelEntry, request: GenerationRequest, primer_ids: list[int]
+    ) -> dict[str, Any]:
+        """The pipeline's arguments for ``request``; a length in bars or seconds is added to
+        the primer's (the pipeline counts the primer in)."""
+        seed = request.seed
+        seed = int(seed) if seed is not None and seed >= 0 else random.randrange(MAX_SEED + 1)
+        options: dict[str, Any] = {
+            "temperature": float(request.temperature),
+            "top_k": int(request.top_k),  # 0 and 1.0 switch the filters off
+            "top_p": float(request.top_p),
+            "seed": seed,
+            "grammar": bool(request.grammar),
+        }
+        if entry.composers:
+            options["composer"] = request.composer or entry.composers[0]
+        options.update(self._length(entry, request, primer_ids))
+        if request.instruments:
+            options["programs"] = list(request.instruments)
+        for name, value in (request.controls or {}).items():
+            if value is not None and value != CONTROL_OFF:
+                options[name] = value
+        return options
+
+    def _length(
+        self, entry: ModelEntry, request: GenerationRequest, primer_ids: list[int]
+    ) -> dict[str, Any]:
+        unit, features = request.length_unit, entry.features
+        if unit not in LENGTH_UNITS:
+            raise _RequestProblem(
+                f"**Unknown length unit** {_quoted(str(unit))}; choose one of "
+                f"{', '.join(LENGTH_UNITS)}."
+            )
+        if unit == "tokens":
+            tokens = _whole(request.max_new_tokens, "Tokens to generate", 1, MAX_NEW_TOKENS)
+            return {"max_new_tokens": tokens}
+        supported = features.bars if unit == "bars" else features.seconds
+        if not supported:
+            raise _RequestProblem(
+                f"**Length in {unit}** is not available for model {entry.label!r} "
+                f"({_LENGTH_NEEDS[unit]}); choose "
+                + " or ".join(u for u in LENGTH_UNITS if u == "tokens" or getattr(features, u))
+                + "."
+            )
+        if not request.grammar:
+            raise _RequestProblem(
+                f"**Length in {unit}** needs the grammar: switch it on or count tokens."
+            )
+        grammar = MidiGrammar.for_tokenizer(entry.tokenizer())
+        bars, seconds = _primer_extent(grammar, primer_ids, unit)
+        if unit == "bars":
+            count = _whole(request.num_bars, "Bars to write", 1, MAX_BARS)
+            return {"num_bars": bars + count, "max_new_tokens": TOKENS_PER_BAR * count}
+        length = _number(request.seconds, "Seconds to write", 1.0, MAX_SECONDS)
+        return {
+            "duration_seconds": seconds + length,
+            "max_new_tokens": math.ceil(TOKENS_PER_SECOND * length),
+        }
+
+    # ------------------------------------------------------------------ generation
+
+    def _run(
+        self,
+        entry: ModelEntry,
+        primer_ids: list[int],
+        options: dict[str, Any],
+        session: str | None,
+        notes: list[str],
+        primer_end: float | None,
+    ) -> Iterator[GenerationResult]:
+        """The pipeline in a worker thread, with a partial result every ``update_every``
+        seconds; a request that goes away (its generator closed) stops the worker."""
+        outcome: dict[str, Any] = {}
+        collector, stop = TokenCollector(), threading.Event()
+
+        def work() -> None:
+            try:
+                generate = entry.pipeline()
+                outcome["output"] = generate(
+                    torch.tensor(primer_ids, dtype=torch.long),
+                    streamer=collector,
+                    stopping_criteria=[StopOnEvent(stop)],
+                    **options,
+                )
+            except Exception as error:  # reported to the page below; the traceback to the log
+                outcome["error"] = error
+
+        worker = threading.Thread(target=work, name="midiformers-generate", daemon=True)
+        roll = LivePianoRoll(split_time=primer_end)
+        self._register(session, stop)
+        start = time.perf_counter()
+        worker.start()
+        try:
+            shown, wait = 0, self.update_every
+            while True:
+                worker.join(wait)
+                if not worker.is_alive():
+                    break
+                ids = collector.ids()
+                if len(ids) > shown:
+                    began = time.perf_counter()
+                    partial = self._partial(entry, primer_ids, ids, roll, began - start)
+                    # drawing competes with the model for the CPU: at most a quarter of it
+                    wait = max(self.update_every, 3 * (time.perf_counter() - began))
+                    shown = len(ids)
+                    yield partial
+        finally:
+            if worker.is_alive():  # closed early (page left, request cancelled)
+                stop.set()
+                worker.join()
+            self._unregister(session, stop)
+        try:
+            if "error" in outcome:
+                raise outcome["error"]
+            output = outcome["output"]
+            stopped = stop.is_set() and output["token_ids"][-1] != entry.tokenizer().eos_token_id
+            if stopped and options["grammar"]:
+                output = close_piece(entry.pipeline(), output, options)
+        except Exception as error:  # the page must stay usable; the traceback goes to the log
+            logger.exception("Generation with %s failed", entry.spec, exc_info=error)
+            yield GenerationResult(f"**Generation failed.** {type(error).__name__}: {error}")
+            return
+        seconds = time.perf_counter() - start
+        yield self._finished(entry, output, len(primer_ids), seconds, options, roll, stopped, notes)
+
+    def _register(self, session: str | None, stop: threading.Event) -> None:
+        if session:
+            with self._running_lock:
+                self._running[session] = stop
+
+    def _unregister(self, session: str | None, stop: threading.Event) -> None:
+        if session:
+            with self._running_lock:
+                if self._running.get(session) is stop:
+                    del self._running[session]
+
+    def _partial(
+        self,
+        entry: ModelEntry,
+        primer_ids: list[int],
+        ids: list[int],
+        roll: LivePianoRoll,
+        elapsed: float,
+    ) -> GenerationResult:
+        tokenizer = entry.tokenizer()
+        score, _ = tokenizer.to_score([tokenizer.bos_token_id, *primer_ids, *ids], True)
+        return GenerationResult(
+            status=(
+                f"Writing… {len(ids)} new tokens, {score.note_num()} notes so far "
+                f"({elapsed:.1f} s). **Stop** keeps what is written."
+            ),
+            piano_roll=roll.draw(score),
+            num_tokens=len(ids),
+            seconds=round(elapsed, 3),
+        )
+
+    def _finished(
+        self,
+        entry: ModelEntry,
+        output: dict[str, Any],
+        num_primer_tokens: int,
+        seconds: float,
+        options: dict[str, Any],
+        roll: LivePianoRoll,
+        stopped: bool,
+        notes: list[str],
     ) -> GenerationResult:
         score = output["score"]
-        num_tokens = output["num_generated_tokens"]
-        midi_path = self._write_midi(output["midi"], entry.label, options["seed"])
-        details = [
+        ids = output["token_ids"]
+        num_tokens = len(ids) - 1 - num_primer_tokens
+        midi = output["midi"]
+        status = (
             f"**{score.note_num()} notes**, {num_tokens} new tokens in {seconds:.2f} s "
             f"({entry.label}, seed {options['seed']}"
             + (f", composer {options['composer']}" if "composer" in options else "")
             + ")."
-        ]
+        )
+        details = [status]
+        if stopped:
+            details.append("Stopped: the piece ends where the model was, its open notes closed.")
         if output.get("num_dropped_tokens"):
             details.append(f"{output['num_dropped_tokens']} invalid tokens were dropped.")
+        result = self._render(score, entry.label, options["seed"], midi, roll.split_time, roll)
+        result.status = " ".join([*details, *result.status.split("\n"), *notes]).strip()
+        result.num_tokens, result.seconds = num_tokens, round(seconds, 3)
+        result.piece = Piece(
+            label=entry.label,
+            token_ids=list(ids),
+            midi=midi,
+            primer_end=roll.split_time,
+            status=" ".join([*details, *notes]),
+            num_tokens=num_tokens,
+            seconds=round(seconds, 3),
+            seed=options["seed"],
+        )
+        return result
+
+    def _render(
+        self,
+        score: Any,
+        label: str,
+        seed: int,
+        midi: bytes,
+        primer_end: float | None,
+        roll: LivePianoRoll | None = None,
+    ) -> GenerationResult:
+        """Audio, piano roll and MIDI file of a piece; ``status`` holds only what went wrong
+        with the audio."""
+        problems = []
         audio = None
         if self.audio_off:
-            details.append(f"Audio is off: {self.audio_off}")
+            problems.append(f"Audio is off: {self.audio_off}")
         elif score.note_num() == 0:
-            details.append("Nothing to play: the piece has no notes (try more tokens).")
+            problems.append("Nothing to play: the piece has no notes (try a longer piece).")
         else:
             try:
                 sample_rate, samples = render_audio(score)
                 audio = (sample_rate, (samples * 32767).astype(np.int16))
             except AudioUnavailableError as error:
-                details.append(f"Audio is off: {error}")
+                problems.append(f"Audio is off: {error}")
+        roll = roll or LivePianoRoll(split_time=primer_end)
         return GenerationResult(
-            status=" ".join(details),
+            status="\n".join(problems),
             audio=audio,
-            piano_roll=piano_roll(score, split_time=_primer_end(entry, output)),
-            midi_path=str(midi_path),
-            num_tokens=num_tokens,
-            seconds=round(seconds, 3),
+            piano_roll=roll.draw(score),
+            midi_path=str(self._write_midi(midi, label, seed)),
         )
 
     def _write_midi(self, data: bytes, label: str, seed: int) -> Path:
@@ -257,6 +598,79 @@ class Generator:
         path = folder / f"{name}-seed{seed}.mid"
         path.write_bytes(data)
         return path
+
+
+def close_piece(generate: Any, output: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """A piece cut short (Stop) finished as the grammar finishes one at its length limit: the
+    fewest tokens that complete what is open (a note's velocity and duration, notes still
+    sounding), sampled with the request's ``options`` (its length limits left out).
+
+    Args:
+        generate: the ``midi-generation`` pipeline that wrote ``output``.
+        output: its result for the cut piece (``token_ids`` with BOS).
+        options: the request's pipeline arguments (``programs`` still apply).
+
+    Returns:
+        ``output`` itself when nothing is open, else the pipeline's result for the closed piece.
+    """
+    ids = output["token_ids"]
+    grammar = generate.grammar.with_programs(options.get("programs"))
+    state = grammar.initial_state(1, torch.device("cpu"))
+    for token in ids:
+        grammar.advance(state, torch.tensor([token]))
+    cost = int(grammar.completion_cost(state)[0])
+    if cost <= 0:
+        return output
+    closing = {k: v for k, v in options.items() if k not in _LENGTH_OPTIONS}
+    return generate(torch.tensor(ids, dtype=torch.long), max_new_tokens=cost, **closing)
+
+
+_LENGTH_OPTIONS = ("num_bars", "duration_seconds", "max_new_tokens")
+_LENGTH_NEEDS = {
+    "bars": "it needs a tokenization with Bar tokens, such as REMI",
+    "seconds": "it needs the grammar without a BPE vocabulary",
+}
+
+
+def _whole(value: Any, name: str, low: int, high: int) -> int:
+    """``value`` as an integer in ``[low, high]`` (sliders send floats), else a message."""
+    number = _number(value, name, low, high)
+    if number != int(number):
+        raise _RequestProblem(f"**{name}** must be a whole number, got {value!r}.")
+    return int(number)
+
+
+def _number(value: Any, name: str, low: float, high: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not low <= number <= high:  # NaN fails too
+        raise _RequestProblem(f"**{name}** must be between {low:g} and {high:g}, got {value!r}.")
+    return number
+
+
+def _primer_extent(grammar: Any, primer_ids: list[int], unit: str) -> tuple[int, float]:
+    """(bars, seconds) of the primer as the grammar counts them (0 without a primer), which
+    ``num_bars`` / ``duration_seconds`` include."""
+    if not primer_ids:
+        return 0, 0.0
+    grammar = grammar.with_max_bars(MAX_PRIMER_BARS) if unit == "bars" else grammar
+    grammar = grammar.with_max_seconds(1e9) if unit == "seconds" else grammar
+    state = grammar.initial_state(1, torch.device("cpu"))
+    for token in primer_ids:
+        grammar.advance(state, torch.tensor([token]))
+    if unit == "bars":
+        return int(state.bars[0, 0]), 0.0  # the Bar tokens so far
+    return 0, float(state.clock[0, :7:6].max())  # the current time or the latest note end
+
+
+def _piece_end(tokenizer: Any, primer_ids: list[int]) -> float | None:
+    """Where the primer stops sounding (seconds), to mark it on the piano roll."""
+    if not primer_ids:
+        return None
+    primer, _ = tokenizer.to_score([tokenizer.bos_token_id, *primer_ids], True)
+    return primer.to("second").end() if primer.note_num() else None
 
 
 def compile_decoding(model: Any) -> bool:
@@ -342,15 +756,6 @@ def _warm_up_outputs(score) -> None:
     piano_roll(score)
 
 
-def _primer_end(entry: ModelEntry, output: dict[str, Any]) -> float | None:
-    """Where the primer stops sounding (seconds), to mark it on the piano roll."""
-    count = output.get("num_primer_tokens", 0)
-    if not count:
-        return None
-    primer = entry.pipeline().tokenizer.to_score(output["token_ids"][: count + 1])
-    return primer.to("second").end() if primer.note_num() else None
-
-
 class _PrimerTooLargeError(MidiFileError):
     """A primer over ``MAX_PRIMER_BYTES``; its reason holds only sizes."""
 
@@ -381,10 +786,6 @@ def _no_model_message(label: str | None, labels: list[str]) -> str:
     return f"**Unknown model** {label!r}; choose one of {', '.join(labels)}."
 
 
-def _notice_markdown(notices: list[str]) -> str:
-    return "\n\n".join(f"⚠️ {notice}" for notice in notices)
-
-
 def create_demo(
     models: list[str] | None = None,
     *,
@@ -406,10 +807,10 @@ def create_demo(
             ``app.py`` does; otherwise models load on their first request.
 
     Returns:
-        a ``gr.Blocks`` with its queue set up, ready for ``launch()``; the generate
-        endpoint is ``/generate``.
+        a ``gr.Blocks`` with its queue set up, ready for ``launch()``; the endpoints are
+        ``/generate``, ``/continue``, ``/undo`` and ``/stop`` (see :mod:`.page`).
     """
-    import gradio as gr
+    from .page import build_page
 
     entries, notices = resolve_models(models)
     for notice in notices:
@@ -428,96 +829,12 @@ def create_demo(
         output_dir.mkdir(parents=True, exist_ok=True)
     primer_dirs = upload_dirs()
     generator = Generator(entries, output_dir, audio_off=problem or "", primer_dirs=primer_dirs)
-    labels = [entry.label for entry in entries]
-    first = entries[0] if entries else None
-
-    with gr.Blocks(
-        title="midiformers",
-        analytics_enabled=False,
-        delete_cache=(KEEP_RESULTS_S, KEEP_RESULTS_S),  # uploads and results: at most an hour
-    ) as demo:
-        gr.Markdown(
-            "# midiformers: symbolic music generation\n"
-            "Pick a model, optionally upload a primer MIDI file to continue, and press "
-            "**Generate**. The result plays below, as a piano roll and as a MIDI file."
-        )
-        gr.Markdown(_notice_markdown(notices), visible=bool(notices), elem_id="notice")
-        with gr.Row():
-            with gr.Column():
-                model = gr.Dropdown(
-                    choices=labels, value=first.label if first else None, label="Model"
-                )
-                composer = gr.Dropdown(
-                    choices=first.composers if first else [],
-                    value=(first.composers or [None])[0] if first else None,
-                    label="Composer",
-                    visible=bool(first and first.composers),
-                    allow_custom_value=True,  # the choices follow the model; Generator checks
-                )
-                primer = gr.File(
-                    label=f"Primer MIDI (optional, up to {MAX_PRIMER_BYTES // 1024} KiB)",
-                    file_types=[".mid", ".midi"],
-                    type="filepath",
-                    elem_id="primer",
-                )
-                examples = sorted(EXAMPLES_DIR.glob("*.mid"))
-                if examples:
-                    gr.Examples([[str(path)] for path in examples], inputs=[primer])
-                with gr.Accordion("Sampling", open=True):
-                    temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
-                    top_k = gr.Slider(0, 200, value=32, step=1, label="Top-k (0: off)")
-                    top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.01, label="Top-p (1: off)")
-                    max_new_tokens = gr.Slider(
-                        16, MAX_NEW_TOKENS, value=256, step=16, label="Tokens to generate"
-                    )
-                    seed = gr.Number(
-                        value=-1,
-                        precision=0,
-                        minimum=-1,
-                        maximum=MAX_SEED,
-                        label="Seed (-1: random)",
-                    )
-                    grammar = gr.Checkbox(
-                        value=True, label="Grammar (only token sequences that decode to MIDI)"
-                    )
-                button = gr.Button("Generate", variant="primary", interactive=bool(entries))
-            with gr.Column():
-                status = gr.Markdown(elem_id="status")
-                audio = gr.Audio(label="Audio", type="numpy", interactive=False, elem_id="audio")
-                roll = gr.Image(
-                    label="Piano roll", type="numpy", interactive=False, elem_id="piano-roll"
-                )
-                midi = gr.File(label="MIDI file", interactive=False, elem_id="midi")
-                with gr.Row():
-                    num_tokens = gr.Number(None, label="Tokens generated", interactive=False)
-                    seconds = gr.Number(None, label="Generation time (s)", interactive=False)
-
-        model.change(
-            lambda label: _composer_update(gr, generator.entries.get(label)),
-            inputs=model,
-            outputs=composer,
-            api_visibility="private",
-        )
-        sampling = [temperature, top_k, top_p, max_new_tokens, seed, grammar]
-        button.click(
-            generator,
-            inputs=[model, composer, primer, *sampling],
-            outputs=[status, audio, roll, midi, num_tokens, seconds],
-            api_name="generate",
-            concurrency_limit=concurrency_limit,
-        )
+    demo = build_page(generator, entries, notices, concurrency_limit)
     demo.queue(default_concurrency_limit=concurrency_limit, max_size=max_queue)
     _refuse_foreign_files(demo, [demo.GRADIO_CACHE])
     if owned_dir is not None:
         _remove_on_close(demo, owned_dir)
     return demo
-
-
-def _composer_update(gr, entry: ModelEntry | None):
-    composers = entry.composers if entry else []
-    return gr.Dropdown(
-        choices=composers, value=composers[0] if composers else None, visible=bool(composers)
-    )
 
 
 def _refuse_foreign_files(demo, allowed_dirs: Sequence[str | Path]) -> None:

@@ -28,7 +28,9 @@ class ModelEntry:
     label: str
     config: Any
     _pipeline: Any = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _tokenizer: Any = field(default=None, repr=False)
+    _features: ModelFeatures | None = field(default=None, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
     def composers(self) -> list[str]:
@@ -42,21 +44,91 @@ class ModelEntry:
         id2label = self.config.id2label or {}
         return [id2label[key] for key in sorted(id2label, key=int)]
 
+    def tokenizer(self) -> Any:
+        """The model's tokenizer, loaded on first use (without the weights)."""
+        from transformers import AutoTokenizer
+
+        with self._lock:
+            if self._tokenizer is None:
+                self._tokenizer = AutoTokenizer.from_pretrained(self.spec)
+            return self._tokenizer
+
     def pipeline(self) -> Any:
         """The ``midi-generation`` pipeline of this model, loaded on first use."""
         with self._lock:
             if self._pipeline is None:
-                self._pipeline = _load_pipeline(self.spec)
+                self._pipeline = _load_pipeline(self.spec, self.tokenizer())
             return self._pipeline
 
+    @property
+    def features(self) -> ModelFeatures:
+        """What the page offers for this model (read from its tokenizer, loaded for it); a
+        tokenizer that cannot be loaded offers only a token count (its first request then
+        reports the problem)."""
+        with self._lock:
+            if self._features is None:
+                try:
+                    self._features = features_of(self.tokenizer())
+                except Exception:  # missing or broken tokenizer files, no network
+                    logger.exception("Could not read the tokenizer of %s", self.spec)
+                    self._features = ModelFeatures()
+            return self._features
 
-def _load_pipeline(spec: str) -> Any:
-    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+@dataclass(frozen=True)
+class ModelFeatures:
+    """The controls a model supports, as its tokenizer and the grammar say.
+
+    ``programs``: the instruments new notes may use (General MIDI numbers, -1 for drums;
+    empty: no choice); ``bars`` / ``seconds``: lengths in bars (schemes with Bar tokens) or
+    seconds (no BPE); ``infilling``: bars of a piece can be regenerated (the ``mmm`` preset);
+    ``controls``: the attribute controls it has tokens for (``density``, ``polyphony`` ...).
+    All but ``infilling`` and ``controls`` need the grammar (``grammar``: it models the scheme).
+    """
+
+    grammar: bool = False
+    programs: tuple[int, ...] = ()
+    bars: bool = False
+    seconds: bool = False
+    infilling: bool = False
+    controls: tuple[str, ...] = ()
+
+
+def features_of(tokenizer: Any) -> ModelFeatures:
+    """Which of the page's controls apply to a model with this tokenizer."""
+    from ..generation import MidiGrammar, UnsupportedGrammarError
+
+    infilling = bool(getattr(tokenizer, "supports_infilling", False))
+    controls = tuple(getattr(tokenizer, "attribute_controls", None) or ())
+    try:
+        grammar = MidiGrammar.for_tokenizer(tokenizer)
+    except UnsupportedGrammarError:
+        return ModelFeatures(infilling=infilling, controls=controls)
+
+    def supported(limit, value) -> bool:
+        try:
+            limit(value)
+        except UnsupportedGrammarError:
+            return False
+        return True
+
+    config = tokenizer.miditok.config
+    return ModelFeatures(
+        grammar=True,
+        programs=tuple(sorted(config.programs)) if config.use_programs else (),
+        bars=supported(grammar.with_max_bars, 1),
+        seconds=supported(grammar.with_max_seconds, 1.0),
+        infilling=infilling,
+        controls=controls,
+    )
+
+
+def _load_pipeline(spec: str, tokenizer: Any) -> Any:
+    from transformers import AutoModelForCausalLM, pipeline
 
     from ..training.lora import is_adapter_folder, load_lora
 
     logger.info("Loading %s", spec)
-    tokenizer = AutoTokenizer.from_pretrained(spec)
     if is_adapter_folder(spec):  # a LoRA adapter: its base model with the adapter merged in
         model = load_lora(spec, merge=True)
     else:
