@@ -17,6 +17,9 @@ then the fills) with random holes, as MMM trains (Ens & Pasquier, 2020):
 * a rewritten example longer than ``max_length`` (each hole adds about three tokens) loses
   bars at its edges, away from the holes, then holes with their bars, until it fits: a fill
   is never cut. Only a single bar longer than ``max_length`` is truncated, without holes.
+
+``Trainer`` uses the same collator for evaluation: evaluation examples get holes from the same
+seeded stream, so an evaluation loss moves a little with the holes drawn.
 """
 
 from __future__ import annotations
