@@ -602,3 +602,114 @@ class CausalLMTesterMixin(ModelTesterMixin):
         uncached = self.generate(model, prompt, use_cache=False, **beams)
         assert cached.shape == (2, 22)
         assert torch.equal(cached, uncached)
+
+
+class RotaryTesterMixin:
+    """RoPE behaviour of models whose config declares ``rope_parameters`` as transformers' Llama
+    does: mix into a ``CausalLMTesterMixin`` subclass whose configuration uses rotary positions."""
+
+    non_rotary: dict = {}
+    """Config overrides that select the architecture's positions without RoPE."""
+
+    def test_rope_scaling_without_rotary_positions_is_refused(self):
+        linear = {"rope_type": "linear", "factor": 2.0}
+        with pytest.raises(StrictDataclassError, match="only apply to rotary"):
+            self.get_config(rope_parameters=linear, **self.non_rotary)
+        config = self.get_config(**self.non_rotary)
+        config.rope_parameters = linear  # set after the config's checks ran
+        with pytest.raises(ValueError, match="only apply to rotary"):
+            self.model_class(config)
+
+    def rotary_model(self, **overrides):
+        model = self.make_model(**overrides)
+        if model.model.rotary_emb is None:
+            pytest.skip(f"{type(model).__name__} is configured without rotary positions")
+        return model
+
+    def test_rope_theta_lives_in_rope_parameters(self, tmp_path):
+        """``rope_theta=`` (the constructor argument, or the key of a config.json written before
+        ``rope_parameters``) is folded into ``rope_parameters``; ``config.rope_theta`` reads and
+        sets it, and the frequencies follow it."""
+        model = self.rotary_model(rope_theta=500.0)
+        config = model.config
+        assert config.rope_parameters == {"rope_type": "default", "rope_theta": 500.0}
+        assert config.rope_theta == 500.0
+        head_dim = config.hidden_size // config.num_attention_heads
+        expected = 500.0 ** (-torch.arange(0, head_dim, 2).float() / head_dim)
+        torch.testing.assert_close(model.model.rotary_emb.inv_freq, expected)
+
+        config.save_pretrained(tmp_path)
+        saved = json.loads((tmp_path / "config.json").read_text())
+        assert "rope_theta" not in saved and saved["rope_parameters"]["rope_theta"] == 500.0
+        saved.pop("rope_parameters")
+        saved["rope_theta"] = 250.0  # how a config.json looked before rope_parameters
+        (tmp_path / "config.json").write_text(json.dumps(saved))
+        older = AutoConfig.from_pretrained(tmp_path)
+        assert older.rope_parameters == {"rope_type": "default", "rope_theta": 250.0}
+
+        config.rope_theta = 40.0
+        assert config.rope_parameters["rope_theta"] == 40.0
+        with pytest.raises(ValueError, match="rope_theta"):
+            config.rope_theta = 0.0
+        with pytest.raises(StrictDataclassError, match="rope_theta"):
+            self.get_config(rope_parameters={"rope_type": "default", "rope_theta": -1.0})
+        with pytest.raises(KeyError, match="factor"):  # transformers' own validate_rope
+            self.get_config(rope_parameters={"rope_type": "linear"})
+
+    def test_linear_rope_scaling_stretches_positions(self, tmp_path):
+        """Linear scaling by 2 at positions 2p equals plain RoPE at p, and the scaled frequencies
+        come back after loading."""
+        linear = {"rope_type": "linear", "factor": 2.0}
+        plain = self.rotary_model()
+        scaled = self.rotary_model(rope_parameters=linear)
+        ids = random_ids(1, 9, self.vocab_size)
+        positions = torch.arange(9).unsqueeze(0)
+        with torch.no_grad():
+            reference = plain(input_ids=ids, position_ids=positions).logits
+            stretched = scaled(input_ids=ids, position_ids=2 * positions).logits
+            assert not torch.allclose(scaled(input_ids=ids).logits, reference, atol=1e-4)
+        torch.testing.assert_close(stretched, reference, rtol=1e-4, atol=1e-4)
+        scaled.save_pretrained(tmp_path)
+        loaded = self.auto_class().from_pretrained(tmp_path).eval()
+        assert loaded.config.rope_parameters["rope_type"] == "linear"
+        torch.testing.assert_close(
+            loaded.model.rotary_emb.inv_freq, scaled.model.rotary_emb.inv_freq
+        )
+        with torch.no_grad():
+            torch.testing.assert_close(
+                loaded(input_ids=ids, position_ids=2 * positions).logits, reference
+            )
+
+    def test_dynamic_rope_changes_only_past_the_training_length(self):
+        """Dynamic NTK scaling is plain RoPE up to ``max_position_embeddings`` and rescales the
+        frequencies for longer inputs."""
+        limit = 16
+        plain = self.rotary_model(max_position_embeddings=limit)
+        dynamic = self.rotary_model(
+            max_position_embeddings=limit, rope_parameters={"rope_type": "dynamic", "factor": 4.0}
+        )
+        short, long = (
+            random_ids(1, limit, self.vocab_size),
+            random_ids(1, 2 * limit, self.vocab_size),
+        )
+        with torch.no_grad():
+            torch.testing.assert_close(
+                dynamic(input_ids=short).logits, plain(input_ids=short).logits
+            )
+            assert not torch.allclose(
+                dynamic(input_ids=long).logits, plain(input_ids=long).logits, atol=1e-4
+            )
+
+    def test_rope_scaling_set_the_deprecated_way(self):
+        """``config.rope_scaling = {...}`` (the 4.x attribute, still what many scripts set) becomes
+        standardised ``rope_parameters`` that the model uses."""
+        plain = self.rotary_model(max_position_embeddings=32)
+        config = self.get_config(max_position_embeddings=32)
+        with pytest.warns(FutureWarning, match="rope_scaling"):
+            config.rope_scaling = {"type": "yarn", "factor": 4.0}
+        assert config.rope_parameters["rope_type"] == "yarn"
+        assert config.rope_parameters["original_max_position_embeddings"] == 32
+        model = self.model_class(config).eval()
+        assert model.model.rotary_emb.rope_type == "yarn"
+        assert model.model.rotary_emb.attention_scaling > 1.0  # yarn's attention temperature
+        assert not torch.allclose(model.model.rotary_emb.inv_freq, plain.model.rotary_emb.inv_freq)

@@ -5,18 +5,27 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_tester import BOS, EOS, PAD, CausalLMTesterMixin, left_pad, random_ids
+from model_tester import (
+    BOS,
+    EOS,
+    PAD,
+    CausalLMTesterMixin,
+    RotaryTesterMixin,
+    left_pad,
+    random_ids,
+)
 from transformers import DynamicCache
 
 from midiformers import MidiConformerConfig, MidiConformerForCausalLM, MidiConformerModel
 from midiformers.modeling.modeling_conformer import MidiConformerConvModule
 
 
-class TestMidiConformer(CausalLMTesterMixin):
+class TestMidiConformer(RotaryTesterMixin, CausalLMTesterMixin):
     config_class = MidiConformerConfig
     base_model_class = MidiConformerModel
     model_class = MidiConformerForCausalLM
     attention_type = "rotary"
+    non_rotary = {"attention_type": "relative"}
     invalid_configs = [
         ({"hidden_size": 30}, "hidden_size"),
         ({"attention_type": "alibi"}, "attention_type"),

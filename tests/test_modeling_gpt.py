@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_tester import BOS, EOS, PAD, CausalLMTesterMixin, left_pad, random_ids
+from model_tester import (
+    BOS,
+    EOS,
+    PAD,
+    CausalLMTesterMixin,
+    RotaryTesterMixin,
+    left_pad,
+    random_ids,
+)
 
 from midiformers import MidiGPTConfig, MidiGPTForCausalLM, MidiGPTModel
 
@@ -125,8 +133,9 @@ class TestMidiGPT(CausalLMTesterMixin):
             assert model(input_ids=ids, attention_mask=mask).logits.shape == (2, 20, 61)
 
 
-class TestMidiGPTRotary(TestMidiGPT):
+class TestMidiGPTRotary(RotaryTesterMixin, TestMidiGPT):
     position_embedding_type = "rotary"
+    non_rotary = {"position_embedding_type": "absolute"}
 
     def test_positions_beyond_the_table(self):
         model = self.make_model(max_position_embeddings=16)
@@ -144,30 +153,6 @@ class TestMidiGPTRotary(TestMidiGPT):
             base = model(input_ids=ids, position_ids=positions).logits
             shifted = model(input_ids=ids, position_ids=positions + 37).logits
         torch.testing.assert_close(shifted, base, rtol=1e-4, atol=1e-4)
-
-    def test_rope_scaling_from_rope_parameters(self, tmp_path):
-        """``rope_parameters`` selects transformers' RoPE types: linear scaling by 2 at positions
-        2p equals plain RoPE at p, and the scaled frequencies come back after loading."""
-        linear = {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}
-        plain = self.make_model()
-        scaled = self.make_model(rope_parameters=linear)
-        ids = random_ids(1, 9, self.vocab_size)
-        positions = torch.arange(9).unsqueeze(0)
-        with torch.no_grad():
-            reference = plain(input_ids=ids, position_ids=positions).logits
-            stretched = scaled(input_ids=ids, position_ids=2 * positions).logits
-            assert not torch.allclose(scaled(input_ids=ids).logits, reference, atol=1e-4)
-        torch.testing.assert_close(stretched, reference, rtol=1e-4, atol=1e-4)
-        scaled.save_pretrained(tmp_path)
-        loaded = MidiGPTForCausalLM.from_pretrained(tmp_path).eval()
-        assert loaded.config.rope_parameters["rope_type"] == "linear"
-        torch.testing.assert_close(
-            loaded.model.rotary_emb.inv_freq, scaled.model.rotary_emb.inv_freq
-        )
-        with torch.no_grad():
-            torch.testing.assert_close(
-                loaded(input_ids=ids, position_ids=2 * positions).logits, reference
-            )
 
 
 def test_resize_position_embeddings_keeps_learned_rows():

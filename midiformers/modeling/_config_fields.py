@@ -66,6 +66,53 @@ def check_token_ids(config) -> None:
                 )
 
 
+def check_rope_theta(config) -> None:
+    """The base of the rotary frequencies (``rope_parameters["rope_theta"]``, or one per layer type
+    when nested) must be > 0; transformers' own ``validate_rope`` checks the other keys each
+    ``rope_type`` needs."""
+    parameters = getattr(config, "rope_parameters", None) or {}
+    nested = [value for value in parameters.values() if isinstance(value, dict)]
+    for entry in nested or [parameters]:
+        theta = entry.get("rope_theta")
+        if theta is not None and not theta > 0:
+            raise ValueError(f"rope_parameters['rope_theta'] (rope_theta) must be > 0, got {theta}")
+
+
+def check_rope_scaling_needs_rotary(config, rotary: bool, field: str) -> None:
+    """A RoPE type other than ``"default"`` changes nothing without rotary positions: refuse it
+    rather than silently ignore it."""
+    parameters = getattr(config, "rope_parameters", None) or {}
+    rope_type = parameters.get("rope_type", parameters.get("type", "default"))
+    if not rotary and rope_type != "default":
+        raise ValueError(
+            f"rope_parameters with rope_type {rope_type!r} only apply to rotary positions, but "
+            f"{field} is {getattr(config, field)!r}"
+        )
+
+
+class RopeParametersMixin:
+    """``rope_theta`` as a read-write view of ``rope_parameters["rope_theta"]``.
+
+    Configurations with rotary positions declare ``rope_parameters`` as transformers' Llama does
+    (``rope_type``, ``rope_theta``, ``factor`` ...), and transformers folds a ``rope_theta`` given
+    to the constructor or found in an older ``config.json`` into it. This property keeps
+    ``config.rope_theta`` readable and assignable, so code written before stays right.
+    """
+
+    @property
+    def rope_theta(self) -> float:
+        parameters = getattr(self, "rope_parameters", None) or {}
+        return parameters.get("rope_theta", self.default_theta)
+
+    @rope_theta.setter
+    def rope_theta(self, value: float) -> None:
+        self.rope_parameters = {
+            **(getattr(self, "rope_parameters", None) or {}),
+            "rope_theta": value,
+        }
+        check_rope_theta(self)
+
+
 def check_heads(config, rotary: bool = False) -> None:
     """``num_attention_heads`` must divide ``hidden_size``; rotary positions rotate pairs of
     channels, so they also need an even head dimension."""

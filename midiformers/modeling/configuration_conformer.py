@@ -8,11 +8,15 @@ from typing import Literal
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
+from transformers.modeling_rope_utils import RopeParameters
 from transformers.utils.type_validators import interval
 
 from ._config_fields import (
+    RopeParametersMixin,
     activation,
     check_heads,
+    check_rope_scaling_needs_rotary,
+    check_rope_theta,
     check_token_ids,
     dropout_probability,
     eos_token_id,
@@ -23,7 +27,7 @@ from ._config_fields import (
 
 
 @strict
-class MidiConformerConfig(PreTrainedConfig):
+class MidiConformerConfig(RopeParametersMixin, PreTrainedConfig):
     r"""Configuration of [`MidiConformerForCausalLM`], a causal Conformer-lite (Gulati et al., 2020).
 
     Each block is macaron-shaped: half-step feed-forward, multi-head self-attention, a causal
@@ -42,7 +46,11 @@ class MidiConformerConfig(PreTrainedConfig):
         attention_type (`str`, defaults to `"rotary"`): position scheme of the self-attention:
             `"rotary"` (RoPE, Su et al. 2021) or `"relative"` (learned relative position logits
             with the memory-efficient skew of the Music Transformer, Huang et al. 2018).
-        rope_theta (`float`, defaults to 10000.0): base of the rotary frequencies.
+        rope_parameters (`dict`, *optional*): transformers' RoPE settings, as for Llama: `rope_type`
+            (`"default"`, or a scaling to run past the training length: `"linear"`, `"dynamic"`,
+            `"yarn"`, `"longrope"`, `"llama3"`), `rope_theta` (base of the rotary frequencies,
+            default 10000.0) and the type's own keys (`factor` ...). A `rope_theta=` argument or an
+            older config.json's `rope_theta` is folded in; `config.rope_theta` reads and sets it.
         max_relative_position (`int`, defaults to 1024): largest distinguished distance for
             `"relative"` attention; longer distances are clipped to it.
         shared_relative_embeddings (`bool`, defaults to `False`): share each block's relative
@@ -76,7 +84,7 @@ class MidiConformerConfig(PreTrainedConfig):
     # A causal convolution needs at least one past frame to be worth a cache.
     conv_kernel_size: int = interval(min=2)(default=15)
     attention_type: Literal["rotary", "relative"] = "rotary"
-    rope_theta: float | int = positive_number(default=10000.0)
+    rope_parameters: RopeParameters | dict | None = None
     max_relative_position: int = positive_int(default=1024)
     shared_relative_embeddings: bool = False
     attention_bias: bool = True
@@ -101,6 +109,8 @@ class MidiConformerConfig(PreTrainedConfig):
         one ``"hybrid"`` cache layer (KV cache plus convolution state) per block."""
         check_heads(self, rotary=self.attention_type == "rotary")
         check_token_ids(self)
+        check_rope_theta(self)
+        check_rope_scaling_needs_rotary(self, self.attention_type == "rotary", "attention_type")
         if self.layer_types is not None and self.layer_types != ["hybrid"] * self.num_hidden_layers:
             raise ValueError(
                 f"layer_types must be ['hybrid'] * num_hidden_layers ({self.num_hidden_layers}), "

@@ -5,10 +5,14 @@ from typing import Literal
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
+from transformers.modeling_rope_utils import RopeParameters
 
 from ._config_fields import (
+    RopeParametersMixin,
     activation,
     check_heads,
+    check_rope_scaling_needs_rotary,
+    check_rope_theta,
     check_token_ids,
     dropout_probability,
     eos_token_id,
@@ -19,7 +23,7 @@ from ._config_fields import (
 
 
 @strict
-class MidiGPTConfig(PreTrainedConfig):
+class MidiGPTConfig(RopeParametersMixin, PreTrainedConfig):
     r"""
     Configuration of a [`MidiGPTModel`]: a pre-norm decoder-only Transformer, the baseline of the
     Conformer-lite study and the model of the basic MIDI transformer study.
@@ -34,7 +38,11 @@ class MidiGPTConfig(PreTrainedConfig):
             position table for `"absolute"` positions.
         position_embedding_type (`str`, defaults to `"absolute"`): `"absolute"` (learned table) or
             `"rotary"` (RoPE, Su et al. 2021).
-        rope_theta (`float`, defaults to 10000.0): base of the rotary frequencies.
+        rope_parameters (`dict`, *optional*): transformers' RoPE settings, as for Llama: `rope_type`
+            (`"default"`, or a scaling to run past the training length: `"linear"`, `"dynamic"`,
+            `"yarn"`, `"longrope"`, `"llama3"`), `rope_theta` (base of the rotary frequencies,
+            default 10000.0) and the type's own keys (`factor` ...). A `rope_theta=` argument or an
+            older config.json's `rope_theta` is folded in; `config.rope_theta` reads and sets it.
         hidden_act (`str`, defaults to `"gelu"`): feed-forward activation (any `ACT2FN` key).
         hidden_dropout (`float`, defaults to 0.1): dropout on embeddings and residual branches.
         attention_dropout (`float`, defaults to 0.1): dropout on attention probabilities.
@@ -62,7 +70,7 @@ class MidiGPTConfig(PreTrainedConfig):
     intermediate_size: int = positive_int(default=2048)
     max_position_embeddings: int = positive_int(default=2048)
     position_embedding_type: Literal["absolute", "rotary"] = "absolute"
-    rope_theta: float | int = positive_number(default=10000.0)
+    rope_parameters: RopeParameters | dict | None = None
     hidden_act: str = activation(default="gelu")
     hidden_dropout: float | int = dropout_probability(default=0.1)
     attention_dropout: float | int = dropout_probability(default=0.1)
@@ -79,6 +87,10 @@ class MidiGPTConfig(PreTrainedConfig):
         """Cross-field rules (ranges are on the fields): heads, rotary head size, token ids."""
         check_heads(self, rotary=self.position_embedding_type == "rotary")
         check_token_ids(self)
+        check_rope_theta(self)
+        check_rope_scaling_needs_rotary(
+            self, self.position_embedding_type == "rotary", "position_embedding_type"
+        )
 
 
 __all__ = ["MidiGPTConfig"]

@@ -22,6 +22,7 @@ from transformers.utils import can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
+from ._config_fields import check_rope_scaling_needs_rotary
 from ._layers import (
     MidiFeedForward,
     MidiSelfAttention,
@@ -217,6 +218,8 @@ class MidiConformerModel(MidiConformerPreTrainedModel):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.dropout = nn.Dropout(config.hidden_dropout)
+        # Checked again here: rope_parameters may have been set after the config was built.
+        check_rope_scaling_needs_rotary(config, config.attention_type == "rotary", "attention_type")
         self.rotary_emb = None
         if config.attention_type == "rotary":
             self.rotary_emb = RotaryEmbedding(config)

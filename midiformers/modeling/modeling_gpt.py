@@ -18,6 +18,7 @@ from transformers.utils import can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
+from ._config_fields import check_rope_scaling_needs_rotary
 from ._layers import (
     MidiFeedForward,
     MidiSelfAttention,
@@ -96,6 +97,10 @@ class MidiGPTModel(MidiGPTPreTrainedModel):
     def __init__(self, config: MidiGPTConfig):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        # Checked again here: rope_parameters may have been set after the config was built.
+        check_rope_scaling_needs_rotary(
+            config, config.position_embedding_type == "rotary", "position_embedding_type"
+        )
         if config.position_embedding_type == "absolute":
             self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
             self.rotary_emb = None
