@@ -247,3 +247,69 @@ class TestMidiLSTM(CausalLMTesterMixin):
         cache.crop(0)
         with pytest.raises(ValueError, match="rolled back"):
             cache.crop(-1)
+
+
+class TestMidiLSTMStaticAndCompiled:
+    """The LSTM's ``(h, c)`` is fixed-size, so it runs on transformers' static cache and its decode
+    step compiles (``torch.compile(fullgraph=True)``, ``generate(compile_config=...)``)."""
+
+    tester = TestMidiLSTM()
+
+    def test_caches_built_from_the_config_hold_the_state(self):
+        """transformers' DynamicCache and StaticCache built from the config are recurrent-state
+        caches the model runs on in place, with the same logits as its own MidiLSTMCache."""
+        from transformers import StaticCache
+
+        model = self.tester.make_model()
+        ids = random_ids(2, 9, self.tester.vocab_size)
+        with torch.no_grad():
+            reference = model(input_ids=ids, use_cache=False).logits
+            for cache in (
+                DynamicCache(config=model.config),
+                StaticCache(config=model.config, max_cache_len=4),
+            ):
+                first = model(input_ids=ids[:, :6], cache=cache, use_cache=True)
+                assert first.cache is cache
+                steps = [first.logits]
+                steps += [model(input_ids=ids[:, t : t + 1], cache=cache).logits for t in (6, 7, 8)]
+                torch.testing.assert_close(torch.cat(steps, 1), reference, rtol=1e-5, atol=1e-5)
+
+    def test_compiled_generate_equals_uncached_greedy(self):
+        """``generate(cache_implementation="static", compile_config=...)`` decodes with the
+        compiled step (fullgraph, no recompilation per step) and gives the uncached tokens, on
+        left-padded rows too."""
+        from transformers import CompileConfig
+
+        torch._dynamo.reset()
+        model = self.tester.make_model()
+        rows = [random_ids(1, n, self.tester.vocab_size, seed=n)[0] for n in (5, 8, 3)]
+        ids, mask = left_pad(rows)
+        compile_config = CompileConfig(fullgraph=True, dynamic=False, backend="eager")
+        compile_config._compile_all_devices = True  # transformers compiles on GPUs only otherwise
+        uncached = self.tester.generate(model, ids, attention_mask=mask, use_cache=False)
+        compiled = self.tester.generate(
+            model,
+            ids,
+            attention_mask=mask,
+            cache_implementation="static",
+            compile_config=compile_config,
+        )
+        assert hasattr(model, "_compiled_call"), "generate did not use the compiled step"
+        assert torch.equal(compiled, uncached)
+
+    def test_compiled_step_with_padding_mask_matches_packing(self):
+        """A compiled forward given a padding mask (no host-side packing in a graph) steps through
+        the positions and leaves padded ones out of the state, like the packed eager path."""
+        torch._dynamo.reset()
+        model = self.tester.make_model()
+        rows = [random_ids(1, n, self.tester.vocab_size, seed=n)[0] for n in (6, 3)]
+        ids, mask = left_pad(rows)
+        compiled = torch.compile(model, fullgraph=True, backend="eager")
+        with torch.no_grad():
+            eager = model(input_ids=ids, attention_mask=mask, use_cache=True)
+            traced = compiled(input_ids=ids, attention_mask=mask, use_cache=True)
+        real = mask.bool()
+        torch.testing.assert_close(traced.logits[real], eager.logits[real], rtol=1e-5, atol=1e-5)
+        for layer in range(model.config.num_hidden_layers):
+            for got, want in zip(traced.cache.get_state(layer), eager.cache.get_state(layer)):
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

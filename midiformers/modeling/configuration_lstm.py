@@ -76,6 +76,12 @@ class MidiLSTMConfig(PreTrainedConfig):
         check_token_ids(self)
 
     @property
+    def layer_types(self) -> list[str]:
+        """One recurrent-state cache layer per LSTM layer: what transformers' ``DynamicCache`` and
+        ``StaticCache`` (``generate(cache_implementation="static")``) build from this config."""
+        return ["linear_attention"] * self.num_hidden_layers
+
+    @property
     def uses_output_projection(self) -> bool:
         """Whether the causal LM projects hidden states to `embedding_size` before a tied head."""
         return self.tie_word_embeddings and self.embedding_size != self.hidden_size

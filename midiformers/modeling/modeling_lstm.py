@@ -13,11 +13,17 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.cache_utils import (
+    Cache,
+    DynamicCache,
+    LinearAttentionCacheLayerMixin,
+    LinearAttentionLayer,
+)
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
@@ -38,58 +44,46 @@ from .configuration_lstm import MidiLSTMConfig
 logger = logging.get_logger(__name__)
 
 
-class MidiLSTMStateLayer(CacheLayerMixin):
-    """Recurrent state of one LSTM layer: ``keys`` holds ``h`` and ``values`` holds ``c``.
+class MidiLSTMStateLayer(LinearAttentionLayer):
+    """Recurrent state of one LSTM layer, in transformers' fixed-size recurrent-state layer.
 
-    Both are ``(batch, hidden_size)`` and are replaced (not concatenated) at every update; the
-    number of positions consumed so far is counted so ``get_seq_length`` behaves as for a KV cache.
+    ``(h, c)`` is kept as one ``(batch, 2, hidden_size)`` recurrent state, copied in place at
+    every update, so the layer is as static as transformers' ``StaticCache`` layers and a compiled
+    decode step reads and writes it without a graph break. It also counts the positions consumed
+    (a tensor, advanced in place) so ``get_seq_length`` and resuming ``generate`` from a returned
+    cache work as for a KV cache.
     """
 
-    is_sliding = False
-    is_compileable = False
-    is_croppable = False
-    supports_early_init = False
-
     def __init__(self, **kwargs):
-        super().__init__()
-        self.seen_tokens = 0
+        super().__init__(number_of_states=1)
+        self.seen_tokens: torch.Tensor | None = None
 
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        self.device = key_states.device
-        self.is_initialized = True
-
-    def update(
-        self,
-        key_states: torch.Tensor,
-        value_states: torch.Tensor,
-        num_new_tokens: int = 0,
-        **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the new ``(h, c)`` after ``num_new_tokens`` more positions were consumed."""
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        self.keys, self.values = key_states, value_states
-        self.seen_tokens += num_new_tokens
-        return self.keys, self.values
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.seen_tokens + query_length, 0
+    def update_recurrent_state(
+        self, recurrent_states: torch.Tensor, state_idx: int = 0, num_new_tokens: int = 0, **kwargs
+    ) -> torch.Tensor:
+        """Store the new state after ``num_new_tokens`` more positions were consumed."""
+        if self.seen_tokens is None:
+            self.seen_tokens = torch.zeros((), dtype=torch.long, device=recurrent_states.device)
+        self.seen_tokens.add_(num_new_tokens)
+        return super().update_recurrent_state(recurrent_states, state_idx)
 
     def get_seq_length(self) -> int:
-        return self.seen_tokens
-
-    def get_max_length(self) -> int:
-        return -1
+        return 0 if self.seen_tokens is None else int(self.seen_tokens)
 
     def reset(self) -> None:
-        self.keys = self.values = None
-        self.is_initialized = False
-        self.seen_tokens = 0
+        super().reset()
+        if self.seen_tokens is not None:
+            self.seen_tokens.zero_()
 
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        if self.is_initialized:
-            self.keys = self.keys.index_select(0, beam_idx.to(self.keys.device))
-            self.values = self.values.index_select(0, beam_idx.to(self.values.device))
+    @property
+    def is_croppable(self) -> bool:
+        return False
+
+    @property
+    def is_compileable(self) -> bool:
+        # Compiled decoding is asked for with cache_implementation="static" (transformers' own
+        # recurrent-state layers); the default cache keeps generate's default (eager) path.
+        return False
 
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove == 0:
@@ -100,14 +94,12 @@ class MidiLSTMStateLayer(CacheLayerMixin):
         )
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.is_initialized:
-            self.keys = self.keys.repeat_interleave(repeats, dim=0)
-            self.values = self.values.repeat_interleave(repeats, dim=0)
+        if self.is_recurrent_states_initialized[0]:
+            self.recurrent_states[0] = self.recurrent_states[0].repeat_interleave(repeats, dim=0)
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.is_initialized:
-            self.keys = self.keys[indices, ...]
-            self.values = self.values[indices, ...]
+        if self.is_recurrent_states_initialized[0]:
+            self.recurrent_states[0] = self.recurrent_states[0][indices, ...]
 
 
 class MidiLSTMCache(Cache):
@@ -115,6 +107,9 @@ class MidiLSTMCache(Cache):
 
     ``reorder_cache`` (beam search), ``batch_repeat_interleave`` / ``batch_select_indices`` and
     ``get_seq_length`` work as for attention caches; ``crop`` is impossible for a recurrence.
+    The model also runs on transformers' own ``DynamicCache`` / ``StaticCache`` built from its
+    config (recurrent-state layers, ``config.layer_types``), which is what
+    ``generate(cache_implementation="static")`` uses.
     """
 
     def __init__(self, config=None, num_hidden_layers: int | None = None):
@@ -124,18 +119,112 @@ class MidiLSTMCache(Cache):
             num_hidden_layers = config.num_hidden_layers
         super().__init__(layers=[MidiLSTMStateLayer() for _ in range(num_hidden_layers)])
 
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.layers[layer_idx].get_seq_length()
+
     def get_state(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(h, c)`` of layer ``layer_idx``, each ``(batch, hidden_size)``, or None before any token."""
-        layer = self.layers[layer_idx]
-        if not layer.is_initialized:
-            return None
-        return layer.keys, layer.values
+        state = read_state(self, layer_idx)
+        return None if state is None else (state[:, 0], state[:, 1])
 
-    def update_state(
-        self, hidden: torch.Tensor, cell: torch.Tensor, layer_idx: int, num_new_tokens: int
-    ) -> None:
-        """Replace the state of layer ``layer_idx`` after ``num_new_tokens`` more positions."""
-        self.update(hidden, cell, layer_idx, num_new_tokens=num_new_tokens)
+
+def read_state(cache: Cache, layer_idx: int) -> torch.Tensor | None:
+    """The ``(batch, 2, hidden_size)`` state of layer ``layer_idx``, or None before the first token.
+
+    Read from the layer itself: ``Cache.get_recurrent_state`` only answers for layers that also
+    hold a convolution state. After ``reset()`` the state is zeros, which is also where an LSTM
+    starts.
+    """
+    layer = cache.layers[layer_idx]
+    if not layer.is_recurrent_states_initialized[0]:
+        return None
+    return layer.recurrent_states[0]
+
+
+class LSTMKernel(nn.Module):
+    """One unidirectional LSTM layer: the parameters of ``nn.LSTM(num_layers=1)`` under the same
+    names (``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, so checkpoints load
+    unchanged) and the same kernel (``torch._VF.lstm``, what ``nn.LSTM`` calls).
+
+    Not an ``nn.LSTM`` because ``torch.compile`` refuses to trace through any ``nn.RNNBase``
+    module, even to read its weights; compiled graphs use :meth:`step_by_step` instead.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.weight_ih_l0 = nn.Parameter(torch.empty(4 * hidden_size, input_size))
+        self.weight_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
+        self.bias_ih_l0 = nn.Parameter(torch.empty(4 * hidden_size))
+        self.bias_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size))
+
+    def weights(self) -> list[torch.Tensor]:
+        return [self.weight_ih_l0, self.weight_hh_l0, self.bias_ih_l0, self.bias_hh_l0]
+
+    def forward(
+        self,
+        inputs: torch.Tensor | PackedSequence,
+        state: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor | PackedSequence, tuple[torch.Tensor, torch.Tensor]]:
+        """Batch-first ``(batch, seq, input_size)`` or packed input, state ``(h, c)`` each
+        ``(1, batch, hidden_size)`` (zeros when None); returns what ``nn.LSTM`` returns."""
+        packed = isinstance(inputs, PackedSequence)
+        data = inputs.data if packed else inputs
+        batch = int(inputs.batch_sizes[0]) if packed else data.shape[0]
+        if state is None:
+            zeros = data.new_zeros(1, batch, self.hidden_size)
+            state = (zeros, zeros)
+        elif packed and inputs.sorted_indices is not None:
+            state = tuple(s.index_select(1, inputs.sorted_indices) for s in state)
+        if packed:
+            output, h, c = torch._VF.lstm(
+                data, inputs.batch_sizes, state, self.weights(), True, 1, 0.0, self.training, False
+            )
+            if inputs.unsorted_indices is not None:
+                h, c = (s.index_select(1, inputs.unsorted_indices) for s in (h, c))
+            output = PackedSequence(
+                output, inputs.batch_sizes, inputs.sorted_indices, inputs.unsorted_indices
+            )
+            return output, (h, c)
+        output, h, c = torch._VF.lstm(
+            data, state, self.weights(), True, 1, 0.0, self.training, False, True
+        )
+        return output, (h, c)
+
+    def step_by_step(
+        self,
+        hidden_states: torch.Tensor,
+        state: torch.Tensor | None,
+        token_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The recurrence written out one position at a time, for compiled graphs.
+
+        The same gates (PyTorch's order: input, forget, cell, output) in plain tensor ops trace
+        into one graph, where the fused kernel and packing (lengths on the host) cannot; padded
+        positions (``token_mask`` False) keep the state and output zeros, as packing does.
+        ``state`` is ``(batch, 2, hidden_size)``; returns the output and the final ``(h, c)``.
+        """
+        batch, length, _ = hidden_states.shape
+        if state is None:
+            h = c = hidden_states.new_zeros(batch, self.hidden_size)
+        else:
+            h, c = state[:, 0], state[:, 1]
+        inputs = F.linear(hidden_states, self.weight_ih_l0, self.bias_ih_l0)
+        outputs = []
+        for position in range(length):
+            gates = inputs[:, position] + F.linear(h, self.weight_hh_l0, self.bias_hh_l0)
+            in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, dim=-1)
+            new_c = forget_gate.sigmoid() * c + in_gate.sigmoid() * cell_gate.tanh()
+            new_h = out_gate.sigmoid() * new_c.tanh()
+            if token_mask is None:
+                h, c = new_h, new_c
+                outputs.append(new_h)
+            else:
+                real = token_mask[:, position, None]
+                h, c = torch.where(real, new_h, h), torch.where(real, new_c, c)
+                outputs.append(new_h * real.to(new_h.dtype))
+        return torch.stack(outputs, dim=1), (h, c)
 
 
 @dataclass
@@ -157,7 +246,7 @@ class PackingPlan:
 
     def run(
         self,
-        lstm: nn.LSTM,
+        lstm: LSTMKernel,
         hidden_states: torch.Tensor,
         state: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
@@ -217,25 +306,35 @@ class MidiLSTMLayer(GradientCheckpointingLayer):
         super().__init__()
         self.layer_idx = layer_idx
         input_size = config.embedding_size if layer_idx == 0 else config.hidden_size
-        self.lstm = nn.LSTM(input_size, config.hidden_size, num_layers=1, batch_first=True)
+        self.lstm = LSTMKernel(input_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         packing: PackingPlan | None = None,
-        cache: MidiLSTMCache | None = None,
+        cache: Cache | None = None,
+        token_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        state = cache.get_state(self.layer_idx) if cache is not None else None
-        if state is not None:
-            state = (state[0].unsqueeze(0), state[1].unsqueeze(0))
-        with _decode_step_kernel(hidden_states):
-            if packing is None:
-                output, (h, c) = self.lstm(hidden_states, state)
-            else:
-                output, (h, c) = packing.run(self.lstm, hidden_states, state)
+        state = read_state(cache, self.layer_idx) if cache is not None else None
+        if torch.compiler.is_compiling():
+            output, (h, c) = self.lstm.step_by_step(hidden_states, state, token_mask)
+        else:
+            if state is not None:
+                state = (
+                    state[:, 0].unsqueeze(0).contiguous(),
+                    state[:, 1].unsqueeze(0).contiguous(),
+                )
+            with _decode_step_kernel(hidden_states):
+                if packing is None:
+                    output, (h, c) = self.lstm(hidden_states, state)
+                else:
+                    output, (h, c) = packing.run(self.lstm, hidden_states, state)
+            h, c = h[0], c[0]
         if cache is not None:
-            cache.update_state(h[0], c[0], self.layer_idx, num_new_tokens=hidden_states.shape[1])
+            cache.update_recurrent_state(
+                torch.stack((h, c), dim=1), self.layer_idx, num_new_tokens=hidden_states.shape[1]
+            )
         return self.dropout(output)
 
 
@@ -250,10 +349,7 @@ class MidiLSTMPreTrainedModel(PreTrainedModel):
     _is_stateful = True
     _can_record_outputs = {"hidden_states": MidiLSTMLayer}
 
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        # The recurrent state lives in a MidiLSTMCache that forward creates; a DynamicCache cannot hold it.
-        return False
+    _can_compile_fullgraph = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -264,7 +360,7 @@ class MidiLSTMPreTrainedModel(PreTrainedModel):
         """
         if isinstance(module, nn.Embedding):
             init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
-        elif isinstance(module, nn.LSTM):
+        elif isinstance(module, LSTMKernel):
             bound = 1.0 / math.sqrt(module.hidden_size)
             for param in module.parameters():
                 init.uniform_(param, -bound, bound)
@@ -275,14 +371,22 @@ class MidiLSTMPreTrainedModel(PreTrainedModel):
                 init.uniform_(module.bias, -bound, bound)
 
 
-def _resolve_cache(cache: Cache | None, config: MidiLSTMConfig) -> MidiLSTMCache:
-    """The cache to use: the caller's MidiLSTMCache, or a new one (also replacing an empty foreign cache)."""
-    if isinstance(cache, MidiLSTMCache):
+def _resolve_cache(cache: Cache | None, config: MidiLSTMConfig) -> Cache:
+    """The cache to run on: the caller's recurrent-state cache (a ``MidiLSTMCache``, or
+    transformers' ``DynamicCache`` / ``StaticCache`` built from this config), else a new
+    ``MidiLSTMCache`` (also in place of an empty cache of another layout)."""
+    if cache is None or isinstance(cache, MidiLSTMCache):
+        return cache if cache is not None else MidiLSTMCache(config)
+    layers = cache.layers
+    if len(layers) == config.num_hidden_layers and all(
+        isinstance(layer, LinearAttentionCacheLayerMixin) for layer in layers
+    ):
         return cache
-    if cache is None or not any(getattr(layer, "is_initialized", False) for layer in cache.layers):
+    if not any(getattr(layer, "is_initialized", False) for layer in layers):
         return MidiLSTMCache(config)
     raise TypeError(
-        f"cache: MidiLSTM keeps its recurrent state in a MidiLSTMCache, got a filled {type(cache).__name__}"
+        f"cache: MidiLSTM keeps its recurrent state in a MidiLSTMCache (or a cache built from its "
+        f"config), got a filled {type(cache).__name__} of attention layers"
     )
 
 
@@ -302,6 +406,8 @@ def _current_token_mask(
             f"attention_mask covers {attention_mask.shape[1]} positions but {seq_len} tokens were given"
         )
     token_mask = attention_mask[:, -seq_len:].bool()
+    if torch.compiler.is_compiling():
+        return token_mask  # no data-dependent branch in a graph: the step loop takes any mask
     return None if bool(token_mask.all()) else token_mask
 
 
@@ -355,11 +461,15 @@ class MidiLSTMModel(MidiLSTMPreTrainedModel):
         batch, seq_len, _ = inputs_embeds.shape
         cache = _resolve_cache(cache, self.config) if resolve_use_cache(self, use_cache) else None
         token_mask = _current_token_mask(attention_mask, batch, seq_len)
-        packing = PackingPlan.from_mask(token_mask) if token_mask is not None else None
+        packing = None
+        if token_mask is not None and not torch.compiler.is_compiling():
+            packing = PackingPlan.from_mask(token_mask)
 
         hidden_states = self.embedding_dropout(inputs_embeds)
         for layer in self.layers:
-            hidden_states = layer(hidden_states, packing=packing, cache=cache)
+            hidden_states = layer(
+                hidden_states, packing=packing, cache=cache, token_mask=token_mask
+            )
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache)
 
 
@@ -391,6 +501,45 @@ class MidiLSTMForCausalLM(MidiLSTMPreTrainedModel, GenerationMixin):
 
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.lm_head = new_embeddings
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
+        """transformers' caches, except that the default dynamic one is a :class:`MidiLSTMCache`
+        (which also counts positions, so ``generate`` can resume from it); a static cache is
+        transformers' ``StaticCache`` of recurrent-state layers, which compiled decoding needs."""
+        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+        cache = model_kwargs.get("cache")
+        if type(cache) is DynamicCache and not getattr(cache, "_is_user_defined", False):
+            model_kwargs["cache"] = MidiLSTMCache(self.config)
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        cache: Cache | None = None,
+        is_first_iteration: bool | None = False,
+        **kwargs,
+    ) -> dict:
+        """transformers' preparation, plus two things a recurrence needs.
+
+        Resuming from a returned :class:`MidiLSTMCache` feeds only the positions it has not
+        consumed (transformers cannot tell for recurrent states). A cached decode step drops the
+        attention mask: its one new token is always real, and a mask that grows by a column per
+        step would make a compiled step recompile every time.
+        """
+        if is_first_iteration and next_sequence_length is None and isinstance(cache, MidiLSTMCache):
+            seen = cache.get_seq_length()
+            if 0 < seen < input_ids.shape[1]:
+                next_sequence_length = input_ids.shape[1] - seen
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            next_sequence_length=next_sequence_length,
+            cache=cache,
+            is_first_iteration=is_first_iteration,
+            **kwargs,
+        )
+        if cache is not None and next_sequence_length == 1 and not is_first_iteration:
+            model_inputs.pop("attention_mask", None)
+        return model_inputs
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
