@@ -75,9 +75,12 @@ def file_data(path: str | Path) -> dict:
 
 def generate_data(model: str, composer, primer) -> list:
     """The ``/generate`` inputs in order, for a plain HTTP call: a piece of
-    ``SETTINGS["max_new_tokens"]`` tokens, any instrument."""
+    ``SETTINGS["max_new_tokens"]`` tokens, any instrument, no attribute control."""
+    from midiformers.app.page import CONTROLS
+
     sampling = [SETTINGS[key] for key in SETTINGS]
-    return [model, composer, primer, *sampling, True, "tokens", 8, 20, []]
+    controls = [[] if spec.kind == "set" else "any" for spec in CONTROLS.values()]
+    return [model, composer, primer, *sampling, True, "tokens", 8, 20, [], *controls]
 
 
 def call_generate(base_url: str, model: str, composer, primer) -> tuple[str, object]:

@@ -367,11 +367,11 @@ def test_continue_extends_the_last_result_and_undo_goes_back(
     assert second.piece.token_ids[: len(kept)] == kept  # the same tokens, then more
     assert 0 < second.piece.num_tokens <= 32
     first_end = Score.from_midi(first.piece.midi).to("second").end()
-    assert second.piece.primer_end == pytest.approx(first_end)
+    assert second.piece.marks == pytest.approx((first_end,))  # where the primer ends
     # Another model continues from the MIDI file, in its own tokens.
     request = GenerationRequest(midilike, max_new_tokens=32, seed=2)
     third = finished(generator.stream(request, source=second.piece))
-    assert third.piece.label == midilike and third.piece.primer_end is not None
+    assert third.piece.label == midilike and len(third.piece.marks) == 1
 
     history = remember(remember([], first.piece), second.piece)
     assert undo(history) == [first.piece] and undo(undo(history)) == [first.piece]
@@ -399,7 +399,7 @@ def test_bars_and_seconds_are_added_to_the_primer(generator, tiny_model_dir, sho
     piece = finished(generator.stream(request)).piece
     primer_end = tokenizer.to_score(primer_ids).to("second").end()
     end = Score.from_midi(piece.midi).to("second").end()
-    assert piece.primer_end == pytest.approx(primer_end)
+    assert piece.marks == pytest.approx((primer_end,))
     assert primer_end < end <= primer_end + 4 + 1e-6
 
 
@@ -417,7 +417,7 @@ def test_the_page_offers_what_the_model_supports(tiny_model_dir, tiny_midilike_d
     assert (remi.features.bars, remi.features.seconds) == (True, True)
     assert (midilike.features.bars, midilike.features.seconds) == (False, True)
     assert remi.features.controls == () and not remi.features.infilling
-    composer, unit, instruments = _model_update(midilike)
+    composer, unit, instruments, *_ = _model_update(midilike)
     assert [value for _, value in unit.choices] == ["seconds", "tokens"]
     assert unit.value == "seconds" and composer.visible is False
     assert instruments.visible and ("Drums (-1)", -1) in instruments.choices
@@ -734,3 +734,139 @@ def test_warm_up_loads_models_and_compiled_decoding_gives_the_same_piece(
     assert compiled_piece["token_ids"] == plain.pipeline()(None, **request)["token_ids"]
     assert len(compiled_piece["token_ids"]) > 512
     assert gpt.pipeline().model._compiled_call is not None
+
+
+@pytest.fixture(scope="module")
+def tiny_mmm_dir(tmp_path_factory) -> Path:
+    """A tiny GPT with the ``mmm`` tokenizer: infilling tokens and attribute controls."""
+    from midiformers import MidiTokenizer
+
+    try:
+        tokenizer = MidiTokenizer(preset="mmm")
+    except ValueError as error:
+        pytest.skip(f"no mmm preset in this library: {error}")
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-mmm"), tokenizer)
+
+
+@pytest.fixture
+def three_bars(primer_path, tmp_path) -> Path:
+    """The first three bars of a chorale (4/4, four voices), as an upload."""
+    score = Score(str(primer_path))
+    path = tmp_path / "three_bars.mid"
+    score.clip(0, 12 * score.ticks_per_quarter).dump_midi(str(path))
+    return path
+
+
+def notes_outside(score, start: int, end: int) -> list[tuple]:
+    """(track, onset, duration, pitch, velocity) of the notes not starting in [start, end)."""
+    return sorted(
+        (index, note.time, note.duration, note.pitch, note.velocity)
+        for index, track in enumerate(score.tracks)
+        for note in track.notes
+        if not start <= note.time < end
+    )
+
+
+def test_infilling_rewrites_bars_of_the_upload_and_keeps_every_other_note(
+    tiny_mmm_dir, tiny_model_dir, three_bars, tmp_path
+):
+    from midiformers.generation import check_sequence
+
+    entries, _ = resolve_models([str(tiny_mmm_dir), str(tiny_model_dir)])
+    mmm, remi = entries
+    assert mmm.features.infilling and not remi.features.infilling
+    out = tmp_path / "out"
+    out.mkdir()
+    generator = Generator(entries, out, audio_off="off", primer_dirs=[tmp_path], update_every=0.2)
+    assert generator.outline(mmm.label, str(three_bars)) == (3, [0])
+    assert generator.outline(remi.label, str(three_bars)) is None
+
+    tokenizer = mmm.tokenizer()
+    original = tokenizer.to_score(tokenizer.encode_midi(three_bars))
+    bar = 4 * original.ticks_per_quarter
+    request = GenerationRequest(mmm.label, primer=str(three_bars), infill_bars=(2, 2), seed=1)
+    result = finished(generator.stream(request))
+    assert "Bars 2-2 of 4 tracks regenerated; every other note kept." in result.status
+    assert result.piece.marks == pytest.approx((2.0, 4.0))  # bar 2 at 120 bpm, in seconds
+    filled = tokenizer.to_score(result.piece.token_ids)  # (a MIDI file may merge overlaps)
+    assert notes_outside(filled, bar, 2 * bar) == notes_outside(original, bar, 2 * bar)
+    assert check_sequence(tokenizer, result.piece.token_ids).num_dropped == 0
+
+    # Stopped while filling: the bars filled so far are new, the others keep their notes.
+    request.infill_bars = (1, 3)
+    results = []
+    for partial in generator.stream(request, session="filler"):
+        results.append(partial)
+        if partial.piece is None:
+            assert "Filling bar" in partial.status
+            generator.stop("filler")
+    stopped = results[-1]
+    assert stopped.piece is not None and "Stopped after" in stopped.status, stopped.status
+    assert check_sequence(tokenizer, stopped.piece.token_ids).num_dropped == 0
+
+    # The last result is what infilling works on when nothing is uploaded.
+    request = GenerationRequest(mmm.label, infill_bars=(3, 3), infill_programs=[0], seed=2)
+    again = finished(generator.stream(request, source=result.piece))
+    refilled = tokenizer.to_score(again.piece.token_ids)
+    assert notes_outside(refilled, 2 * bar, 3 * bar) == notes_outside(filled, 2 * bar, 3 * bar)
+
+    cases = [
+        (
+            GenerationRequest(remi.label, primer=str(three_bars), infill_bars=(1, 1)),
+            f"**Infilling** is not available for model {remi.label!r}: it needs a model "
+            "trained with the mmm preset's infilling tokens.",
+        ),
+        (
+            GenerationRequest(mmm.label, infill_bars=(1, 1)),
+            "**Nothing to infill.** Upload a piece as the primer, or generate one first: "
+            "infilling regenerates bars of it.",
+        ),
+        (
+            GenerationRequest(mmm.label, primer=str(three_bars), infill_bars=(3, 2)),
+            "**From bar** (3) comes after **To bar** (2).",
+        ),
+        (
+            GenerationRequest(mmm.label, primer=str(three_bars), infill_bars=(2, 9)),
+            "**Cannot regenerate those bars.** infill_bars: bars 2-9 are outside the piece, "
+            "which has 3 bars (1-3).",
+        ),
+    ]
+    for request, message in cases:
+        (answer,) = generator.stream(request)
+        assert answer.status == message
+
+
+def test_controls_show_only_for_models_that_have_them(tiny_mmm_dir, tiny_model_dir):
+    from midiformers.app.page import CONTROLS, _control_choices, _control_widget
+
+    if not CONTROLS:
+        pytest.skip("midiformers.generation.controls is not in this library yet")
+    entries, _ = resolve_models([str(tiny_mmm_dir), str(tiny_model_dir)])
+    mmm, remi = entries
+    names = list(CONTROLS)
+    assert set(mmm.features.controls) <= set(names) and mmm.features.controls
+    _, _, _, box, infill_box, *widgets = _model_update(mmm, names)
+    assert box.visible and infill_box.visible
+    assert [w["visible"] for w in widgets] == [name in mmm.features.controls for name in names]
+    _, _, _, box, infill_box, *widgets = _model_update(remi, names)
+    assert not box.visible and not infill_box.visible
+    assert not any(w["visible"] for w in widgets)
+    from midiformers.app.demo import control_value
+    from midiformers.generation.controls import check_control
+
+    for spec in CONTROLS.values():  # every value offered is one the pipeline accepts
+        widget = _control_widget(spec, True)
+        offered = [c[1] for c in widget.choices]
+        for value in offered if spec.kind == "set" else _control_choices(spec):
+            value = [value] if spec.kind == "set" else value
+            assert check_control(spec.name, control_value(value)) is not None, value
+        assert control_value("any") is None and control_value([]) is None
+
+
+def test_control_values_from_the_page():
+    from midiformers.app.demo import control_value
+
+    assert control_value("12") == 12 and control_value("high") == "high"
+    assert control_value("1-3") == (1, 3) and control_value("0.5") == 0.5
+    assert control_value(["C", "E"]) == ["C", "E"] and control_value(7) == 7
+    assert control_value(None) is None and control_value("") is None

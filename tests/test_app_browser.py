@@ -22,6 +22,7 @@ from demo_support import (  # noqa: E402
     CHROMIUM_ARGS,
     SETTINGS,
     expected_notes,
+    save_tiny_model,
     served,
 )
 from symusic import Score  # noqa: E402
@@ -37,12 +38,26 @@ WAIT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
-def page_url(tmp_path_factory, tiny_model_dir):
-    """The demo with the tiny GPT, serving for the module (uploads in a folder of its own)."""
+def tiny_mmm_dir(tmp_path_factory) -> Path | None:
+    """A tiny GPT with the ``mmm`` tokenizer (infilling), or None in a library without it."""
+    from midiformers import MidiTokenizer
+
+    try:
+        tokenizer = MidiTokenizer(preset="mmm")
+    except ValueError:
+        return None
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-mmm"), tokenizer)
+
+
+@pytest.fixture(scope="module")
+def page_url(tmp_path_factory, tiny_model_dir, tiny_mmm_dir):
+    """The demo with the tiny GPT (first, so the page opens on it) and the tiny mmm model,
+    serving for the module (uploads in a folder of its own)."""
     uploads = tmp_path_factory.mktemp("gradio-uploads")
+    models = [str(tiny_model_dir)] + ([str(tiny_mmm_dir)] if tiny_mmm_dir else [])
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRADIO_TEMP_DIR", str(uploads))
-        demo = create_demo([str(tiny_model_dir)], output_dir=tmp_path_factory.mktemp("out"))
+        demo = create_demo(models, output_dir=tmp_path_factory.mktemp("out"))
         with served(demo) as url:
             yield url
 
@@ -102,7 +117,10 @@ def set_seed(page, seed: int) -> None:
     field = page.get_by_label("Seed (-1: random)")
     if not field.is_visible():
         page.get_by_text("Sampling", exact=True).click()  # the accordion starts closed
+        field.wait_for(state="visible")
     field.fill(str(seed))
+    field.press("Tab")
+    sync_api.expect(field).to_have_value(str(seed))
 
 
 def assert_audio_loaded(page) -> None:
@@ -218,3 +236,44 @@ def test_the_roll_grows_stop_keeps_the_piece_continue_and_undo(page, tmp_path):
     status.get_by_text("back to this earlier result").wait_for(timeout=WAIT_MS)
     assert status.inner_text().startswith(stopped.split(" Audio is off")[0].split(" Stopped")[0])
     assert Score(str(download_midi(page, tmp_path))).note_num() == notes
+
+
+def test_infilling_bars_of_an_uploaded_piece(page, tiny_mmm_dir, primer_path, tmp_path):
+    if tiny_mmm_dir is None:
+        pytest.skip("no mmm preset (infilling) in this library")
+    from transformers import AutoTokenizer
+
+    three_bars = tmp_path / "three_bars.mid"
+    score = Score(str(primer_path))
+    score.clip(0, 12 * score.ticks_per_quarter).dump_midi(str(three_bars))
+    infill_box = page.get_by_text("Regenerate bars (infilling)")
+    assert not infill_box.is_visible()  # the first model cannot infill
+    page.get_by_label("Model").click()
+    page.get_by_role("option", name=tiny_mmm_dir.name).click()
+    infill_box.click()  # shown for this model; opens it
+    upload_primer(page, three_bars)
+    page.get_by_text("The piece has 3 bars.").wait_for(timeout=WAIT_MS)
+    page.get_by_label("From bar").fill("2")
+    page.get_by_label("To bar").fill("2")
+    set_seed(page, 5)
+    page.get_by_role("button", name="Regenerate bars", exact=True).click()
+    status = page.locator("#status")
+    status.get_by_text("every other note kept").wait_for(timeout=WAIT_MS)
+    assert "seed 5). Bars 2-2 of 4 tracks regenerated" in status.inner_text()
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_mmm_dir)
+    original = tokenizer.to_score(tokenizer.encode_midi(three_bars))
+    filled = Score(str(download_midi(page, tmp_path)))
+    bar = 4 * original.ticks_per_quarter
+
+    def onsets_outside_bar_2(piece) -> list[tuple]:
+        scale = original.ticks_per_quarter / piece.ticks_per_quarter
+        return sorted(
+            (index, round(note.time * scale), note.pitch)
+            for index, track in enumerate(piece.tracks)
+            for note in track.notes
+            if not bar <= round(note.time * scale) < 2 * bar
+        )
+
+    assert onsets_outside_bar_2(filled) == onsets_outside_bar_2(original)
+    page.screenshot(path=str(ARTIFACTS / "demo-infill.png"), full_page=True)

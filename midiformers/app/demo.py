@@ -126,7 +126,10 @@ class GenerationRequest:
     ``length_unit`` says which length applies: ``num_bars`` or ``seconds`` are *added* to the
     primer (a continuation of 8 bars by 4 bars has 12), ``max_new_tokens`` counts tokens.
     ``instruments``: the programs new notes may use (empty: any). ``controls``: attribute
-    controls by name (``None`` or ``"any"``: not set).
+    controls by name (``None`` or ``"any"``: not set). ``infill_bars``: regenerate these bars
+    (first, last, counted from 1) of the primer, or of the earlier result given as source,
+    in the tracks playing ``infill_programs`` (empty: every track); the length, instruments
+    and composer do not apply then.
     """
 
     model: str | None
@@ -143,6 +146,8 @@ class GenerationRequest:
     seconds: float = DEFAULT_SECONDS
     instruments: Sequence[int | str] | None = None
     controls: dict[str, Any] = field(default_factory=dict)
+    infill_bars: tuple[float, float] | None = None
+    infill_programs: Sequence[int | str] | None = None
 
 
 @dataclass
@@ -153,7 +158,7 @@ class Piece:
     label: str
     token_ids: list[int]
     midi: bytes
-    primer_end: float | None
+    marks: tuple[float, ...]
     status: str
     num_tokens: int
     seconds: float
@@ -270,6 +275,10 @@ class Generator:
             primer_score = self._primer_score(request, source)
             tokenizer = entry.tokenizer()
             primer_ids = self._primer_ids(entry, primer_score, source)
+            if request.infill_bars is not None:
+                view, options = self._infill(entry, request, primer_ids)
+                yield from self._run(entry, primer_ids, options, session, [], view)
+                return
             options = self._options(entry, request, primer_ids)
         except _RequestProblem as problem:
             yield GenerationResult(str(problem))
@@ -286,8 +295,8 @@ class Generator:
                 f"Composer {_quoted(request.composer)} ignored: model {entry.label!r} is not "
                 "composer-conditioned (leave the composer empty)."
             )
-        primer_end = _piece_end(tokenizer, primer_ids)
-        yield from self._run(entry, primer_ids, options, session, notes, primer_end)
+        view = _Writing(tokenizer, primer_ids)
+        yield from self._run(entry, primer_ids, options, session, notes, view)
 
     def stop(self, session: str | None) -> bool:
         """Ask the generation running for ``session`` to stop; False when none is running."""
@@ -303,10 +312,30 @@ class Generator:
         from symusic import Score
 
         score = Score.from_midi(piece.midi)
-        result = self._render(score, piece.label, piece.seed, piece.midi, piece.primer_end)
+        result = self._render(score, piece.label, piece.seed, piece.midi, piece.marks)
         result.status = f"{piece.status} (back to this earlier result)"
         result.num_tokens, result.seconds, result.piece = piece.num_tokens, piece.seconds, piece
         return result
+
+    def outline(
+        self, model_label: str | None, primer: str | None, source: Piece | None = None
+    ) -> tuple[int, list[int]] | None:
+        """(bars, programs of its tracks) of the piece infilling would work on: the primer
+        upload, else ``source``; ``None`` when the model cannot infill or there is no piece."""
+        entry = self.entries.get(model_label or "")
+        if entry is None or not entry.features.infilling:
+            return None
+        from ..generation.infilling import InfillVocabulary, parse_piece
+
+        try:
+            score = self._primer_score(GenerationRequest(model_label, primer=primer), None)
+            ids = self._primer_ids(entry, score, None if score is not None else source)
+            piece = parse_piece(InfillVocabulary(entry.tokenizer()), ids)
+        except Exception:  # a refused or broken upload: the Regenerate button says why
+            return None
+        if not piece.tracks:
+            return None
+        return piece.num_bars, sorted(set(piece.programs))
 
     def _entry(self, request: GenerationRequest) -> ModelEntry:
         entry = self.entries.get(request.model or "")
@@ -358,27 +387,49 @@ class Generator:
             return tokenizer.encode_midi(source.midi)
         return tokenizer.encode_midi(score) if score is not None else []
 
+    @staticmethod
+    def _infill(
+        entry: ModelEntry, request: GenerationRequest, ids: list[int]
+    ) -> tuple[_Filling, dict[str, Any]]:
+        """What to show and the pipeline's arguments for regenerating bars of ``ids``."""
+        if not entry.features.infilling:
+            raise _RequestProblem(
+                f"**Infilling** is not available for model {entry.label!r}: it needs a model "
+                "trained with the mmm preset's infilling tokens."
+            )
+        if not ids:
+            raise _RequestProblem(
+                "**Nothing to infill.** Upload a piece as the primer, or generate one first: "
+                "infilling regenerates bars of it."
+            )
+        first = _whole(request.infill_bars[0], "From bar", 1, MAX_PRIMER_BARS)
+        last = _whole(request.infill_bars[1], "To bar", 1, MAX_PRIMER_BARS)
+        if first > last:
+            raise _RequestProblem(f"**From bar** ({first}) comes after **To bar** ({last}).")
+        programs = list(request.infill_programs or []) or None
+        try:
+            view = _Filling(entry.tokenizer(), ids, (first, last), programs)
+        except ValueError as error:
+            raise _RequestProblem(f"**Cannot regenerate those bars.** {error}") from None
+        options = {**_sampling(request), "infill_bars": (first, last)}
+        if programs:
+            options["infill_programs"] = programs
+        return view, options
+
     def _options(
         self, entry: ModelEntry, request: GenerationRequest, primer_ids: list[int]
     ) -> dict[str, Any]:
         """The pipeline's arguments for ``request``; a length in bars or seconds is added to
         the primer's (the pipeline counts the primer in)."""
-        seed = request.seed
-        seed = int(seed) if seed is not None and seed >= 0 else random.randrange(MAX_SEED + 1)
-        options: dict[str, Any] = {
-            "temperature": float(request.temperature),
-            "top_k": int(request.top_k),  # 0 and 1.0 switch the filters off
-            "top_p": float(request.top_p),
-            "seed": seed,
-            "grammar": bool(request.grammar),
-        }
+        options = _sampling(request)
         if entry.composers:
             options["composer"] = request.composer or entry.composers[0]
         options.update(self._length(entry, request, primer_ids))
         if request.instruments:
             options["programs"] = list(request.instruments)
         for name, value in (request.controls or {}).items():
-            if value is not None and value != CONTROL_OFF:
+            value = control_value(value)
+            if value is not None:
                 options[name] = value
         return options
 
@@ -426,7 +477,7 @@ class Generator:
         options: dict[str, Any],
         session: str | None,
         notes: list[str],
-        primer_end: float | None,
+        view: _Writing | _Filling,
     ) -> Iterator[GenerationResult]:
         """The pipeline in a worker thread, with a partial result every ``update_every``
         seconds; a request that goes away (its generator closed) stops the worker."""
@@ -446,7 +497,7 @@ class Generator:
                 outcome["error"] = error
 
         worker = threading.Thread(target=work, name="midiformers-generate", daemon=True)
-        roll = LivePianoRoll(split_time=primer_end)
+        roll = LivePianoRoll(marks=view.marks)
         self._register(session, stop)
         start = time.perf_counter()
         worker.start()
@@ -459,7 +510,7 @@ class Generator:
                 ids = collector.ids()
                 if len(ids) > shown:
                     began = time.perf_counter()
-                    partial = self._partial(entry, primer_ids, ids, roll, began - start)
+                    partial = self._partial(view, ids, roll, began - start)
                     # drawing competes with the model for the CPU: at most a quarter of it
                     wait = max(self.update_every, 3 * (time.perf_counter() - began))
                     shown = len(ids)
@@ -472,16 +523,15 @@ class Generator:
         try:
             if "error" in outcome:
                 raise outcome["error"]
-            output = outcome["output"]
-            stopped = stop.is_set() and output["token_ids"][-1] != entry.tokenizer().eos_token_id
-            if stopped and options["grammar"]:
-                output = close_piece(entry.pipeline(), output, options)
+            output, stopped = outcome["output"], None
+            if stop.is_set() and view.was_cut(outcome["output"]):
+                output, stopped = view.finish(entry.pipeline(), outcome["output"], options)
         except Exception as error:  # the page must stay usable; the traceback goes to the log
             logger.exception("Generation with %s failed", entry.spec, exc_info=error)
             yield GenerationResult(f"**Generation failed.** {type(error).__name__}: {error}")
             return
         seconds = time.perf_counter() - start
-        yield self._finished(entry, output, len(primer_ids), seconds, options, roll, stopped, notes)
+        yield self._finished(entry, output, view, seconds, options, roll, stopped, notes)
 
     def _register(self, session: str | None, stop: threading.Event) -> None:
         if session:
@@ -494,19 +544,14 @@ class Generator:
                 if self._running.get(session) is stop:
                     del self._running[session]
 
+    @staticmethod
     def _partial(
-        self,
-        entry: ModelEntry,
-        primer_ids: list[int],
-        ids: list[int],
-        roll: LivePianoRoll,
-        elapsed: float,
+        view: _Writing | _Filling, ids: list[int], roll: LivePianoRoll, elapsed: float
     ) -> GenerationResult:
-        tokenizer = entry.tokenizer()
-        score, _ = tokenizer.to_score([tokenizer.bos_token_id, *primer_ids, *ids], True)
+        score = view.score(ids)
         return GenerationResult(
             status=(
-                f"Writing… {len(ids)} new tokens, {score.note_num()} notes so far "
+                f"{view.progress(ids)}… {len(ids)} new tokens, {score.note_num()} notes so far "
                 f"({elapsed:.1f} s). **Stop** keeps what is written."
             ),
             piano_roll=roll.draw(score),
@@ -518,36 +563,34 @@ class Generator:
         self,
         entry: ModelEntry,
         output: dict[str, Any],
-        num_primer_tokens: int,
+        view: _Writing | _Filling,
         seconds: float,
         options: dict[str, Any],
         roll: LivePianoRoll,
-        stopped: bool,
+        stopped: str | None,
         notes: list[str],
     ) -> GenerationResult:
         score = output["score"]
-        ids = output["token_ids"]
-        num_tokens = len(ids) - 1 - num_primer_tokens
+        num_tokens = view.new_tokens(output)
         midi = output["midi"]
-        status = (
+        details = [
             f"**{score.note_num()} notes**, {num_tokens} new tokens in {seconds:.2f} s "
             f"({entry.label}, seed {options['seed']}"
             + (f", composer {options['composer']}" if "composer" in options else "")
             + ")."
-        )
-        details = [status]
-        if stopped:
-            details.append("Stopped: the piece ends where the model was, its open notes closed.")
+        ]
+        details.append(stopped or view.done)
         if output.get("num_dropped_tokens"):
             details.append(f"{output['num_dropped_tokens']} invalid tokens were dropped.")
-        result = self._render(score, entry.label, options["seed"], midi, roll.split_time, roll)
+        result = self._render(score, entry.label, options["seed"], midi, view.marks, roll)
+        details = [detail for detail in details if detail]
         result.status = " ".join([*details, *result.status.split("\n"), *notes]).strip()
         result.num_tokens, result.seconds = num_tokens, round(seconds, 3)
         result.piece = Piece(
             label=entry.label,
-            token_ids=list(ids),
+            token_ids=list(output["token_ids"]),
             midi=midi,
-            primer_end=roll.split_time,
+            marks=view.marks,
             status=" ".join([*details, *notes]),
             num_tokens=num_tokens,
             seconds=round(seconds, 3),
@@ -561,7 +604,7 @@ class Generator:
         label: str,
         seed: int,
         midi: bytes,
-        primer_end: float | None,
+        marks: Sequence[float],
         roll: LivePianoRoll | None = None,
     ) -> GenerationResult:
         """Audio, piano roll and MIDI file of a piece; ``status`` holds only what went wrong
@@ -578,7 +621,7 @@ class Generator:
                 audio = (sample_rate, (samples * 32767).astype(np.int16))
             except AudioUnavailableError as error:
                 problems.append(f"Audio is off: {error}")
-        roll = roll or LivePianoRoll(split_time=primer_end)
+        roll = roll or LivePianoRoll(marks=marks)
         return GenerationResult(
             status="\n".join(problems),
             audio=audio,
@@ -598,6 +641,128 @@ class Generator:
         path = folder / f"{name}-seed{seed}.mid"
         path.write_bytes(data)
         return path
+
+
+class _Writing:
+    """A piece written after a primer (or from nothing): how it looks while the model writes,
+    and how it is finished when stopped (its open notes closed, see :func:`close_piece`)."""
+
+    done = ""
+
+    def __init__(self, tokenizer: Any, primer_ids: list[int]):
+        self.tokenizer = tokenizer
+        self.primer_ids = primer_ids
+        end = _piece_end(tokenizer, primer_ids)
+        self.marks = () if end is None else (end,)
+
+    def progress(self, ids: list[int]) -> str:
+        return "Writing"
+
+    def score(self, ids: list[int]):
+        tokenizer = self.tokenizer
+        return tokenizer.to_score([tokenizer.bos_token_id, *self.primer_ids, *ids], True)[0]
+
+    def new_tokens(self, output: dict[str, Any]) -> int:
+        return len(output["token_ids"]) - 1 - len(self.primer_ids)
+
+    def was_cut(self, output: dict[str, Any]) -> bool:
+        return output["token_ids"][-1] != self.tokenizer.eos_token_id
+
+    def finish(
+        self, generate: Any, output: dict[str, Any], options: dict[str, Any]
+    ) -> tuple[dict[str, Any], str]:
+        if options.get("grammar", True):
+            output = close_piece(generate, output, options)
+        return output, "Stopped: the piece ends where the model was, its open notes closed."
+
+
+class _Filling:
+    """Bars of a piece being regenerated (infilling): the roll shows the holes filled so far
+    (the others empty); stopped, the bars not filled yet keep their notes."""
+
+    def __init__(self, tokenizer: Any, ids: list[int], bars: tuple[int, int], programs: Any):
+        from ..generation.infilling import InfillVocabulary, build_infill_prompt
+
+        self.tokenizer = tokenizer
+        self.vocab = InfillVocabulary(tokenizer)
+        self.prompt = build_infill_prompt(tokenizer, ids, bars, programs, vocab=self.vocab)
+        self.marks = _bar_span(tokenizer.to_score([*ids]), *bars)
+        tracks = len({hole.track for hole in self.prompt.holes})
+        self.done = (
+            f"Bars {bars[0]}-{bars[1]} of {tracks} track{'s' if tracks > 1 else ''} "
+            "regenerated; every other note kept."
+        )
+
+    def _fills(self, ids: list[int]) -> list[list[int]]:
+        from ..generation.infilling import split_fills
+
+        return split_fills(self.vocab, ids)[: self.prompt.num_holes]
+
+    def progress(self, ids: list[int]) -> str:
+        return f"Filling bar {min(len(self._fills(ids)) + 1, self.prompt.num_holes)} of " + str(
+            self.prompt.num_holes
+        )
+
+    def _spliced(self, fills: list[list[int]]):
+        from ..generation.infilling import decode_filled, splice_fills
+
+        ids = splice_fills(self.vocab, self.prompt.piece, self.prompt.holes, fills)
+        return ids, decode_filled(self.tokenizer, self.vocab, ids)
+
+    def score(self, ids: list[int]):
+        return self._spliced(self._fills(ids))[1]
+
+    def new_tokens(self, output: dict[str, Any]) -> int:
+        return output["num_generated_tokens"]
+
+    def was_cut(self, output: dict[str, Any]) -> bool:
+        return output.get("num_filled_bars", 0) < self.prompt.num_holes
+
+    def finish(
+        self, generate: Any, output: dict[str, Any], options: dict[str, Any]
+    ) -> tuple[dict[str, Any], str]:
+        from ..generation.infilling import check_fills
+
+        generated = output["infill_token_ids"][output["num_primer_tokens"] + 1 :]
+        fills = self._fills(generated)
+        kept = self.prompt.original_fills[len(fills) :]
+        ids, score = self._spliced([*fills, *kept])
+        ends = [i for i, token in enumerate(generated) if token == self.vocab.fill_end]
+        complete = generated[: ends[-1] + 1] if ends else []  # the cut fill is left out
+        message = (
+            f"Stopped after {len(fills)} of {self.prompt.num_holes} bars: the others keep "
+            "their notes."
+        )
+        finished = {
+            **output,
+            "token_ids": ids,
+            "score": score,
+            "midi": bytes(score.dumps_midi()),
+            "num_dropped_tokens": check_fills(self.vocab, self.prompt, complete).num_dropped,
+        }
+        return finished, message
+
+
+def _bar_span(score: Any, first: int, last: int) -> tuple[float, float]:
+    """Where bars ``first``..``last`` (counted from 1) of ``score`` start and end, in seconds,
+    from its time signatures (4/4 before any) and tempi."""
+    from symusic import Note, Score, Track
+
+    quarter = score.ticks_per_quarter
+    meters = sorted((sig.time, sig.numerator, sig.denominator) for sig in score.time_signatures)
+    starts, tick = [], 0
+    while len(starts) <= last:
+        meter = next(((n, d) for t, n, d in reversed(meters) if t <= tick), (4, 4))
+        starts.append(tick)
+        tick += max(1, round(quarter * 4 * meter[0] / meter[1]))
+    marker = Score(quarter)
+    marker.tempos = score.tempos.copy()
+    track = Track()
+    for tick in (starts[first - 1], starts[last]):
+        track.notes.append(Note(tick, 1, 60, 1))
+    marker.tracks.append(track)
+    begin, end = (note.time for note in marker.to("second").tracks[0].notes)
+    return float(begin), float(end)
 
 
 def close_piece(generate: Any, output: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
@@ -630,6 +795,41 @@ _LENGTH_NEEDS = {
     "bars": "it needs a tokenization with Bar tokens, such as REMI",
     "seconds": "it needs the grammar without a BPE vocabulary",
 }
+
+
+def control_value(value: Any) -> Any:
+    """A control as the pipeline takes it, from what the page sends: ``None`` for "not set"
+    (``"any"``, empty), numbers for numeric text (``"12"``, ``"0.5"``), ``(low, high)`` for a
+    range (``"1-3"``); anything else as it is (the pipeline checks it)."""
+    if (
+        value is None
+        or value == CONTROL_OFF
+        or (isinstance(value, (str, list, tuple)) and not value)
+    ):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        low, dash, high = text.partition("-")
+        if dash and low.isdigit() and high.isdigit():
+            return int(low), int(high)
+        if text.isdigit():
+            return int(text)
+        with contextlib.suppress(ValueError):
+            return float(text)
+    return value
+
+
+def _sampling(request: GenerationRequest) -> dict[str, Any]:
+    """The sampling arguments every request has (a random seed for a negative one)."""
+    seed = request.seed
+    seed = int(seed) if seed is not None and seed >= 0 else random.randrange(MAX_SEED + 1)
+    return {
+        "temperature": float(request.temperature),
+        "top_k": int(request.top_k),  # 0 and 1.0 switch the filters off
+        "top_p": float(request.top_p),
+        "seed": seed,
+        "grammar": bool(request.grammar),
+    }
 
 
 def _whole(value: Any, name: str, low: int, high: int) -> int:

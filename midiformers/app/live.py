@@ -9,6 +9,7 @@ every ``generate`` call of a long piece.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -63,8 +64,8 @@ class StopOnEvent(StoppingCriteria):
 
 
 class LivePianoRoll:
-    """The piano roll of a piece (time in seconds, one colour per track, the primer's end as a
-    dashed line), drawn like :func:`midiformers.audio.piano_roll` on one figure kept for all
+    """The piano roll of a piece (time in seconds, one colour per track, ``marks`` as dashed
+    lines: where the primer ends, or the bars being regenerated), drawn like :func:`midiformers.audio.piano_roll` on one figure kept for all
     the updates of a request: redrawing takes about a third of the time of a new figure, which
     leaves the CPU to the model while the roll grows.
 
@@ -73,7 +74,7 @@ class LivePianoRoll:
 
     def __init__(
         self,
-        split_time: float | None = None,
+        marks: Sequence[float] = (),
         width: float = 10.0,
         height: float = 3.5,
         dpi: int = 100,
@@ -89,9 +90,9 @@ class LivePianoRoll:
         self.axes.set_xlabel("time (s)")
         self.axes.set_ylabel("MIDI pitch")
         self.axes.grid(axis="y", alpha=0.3)
-        if split_time is not None:
-            self.axes.axvline(split_time, color="0.3", linestyle="--", linewidth=1)
-        self.split_time = split_time
+        for mark in marks:
+            self.axes.axvline(mark, color="0.3", linestyle="--", linewidth=1)
+        self.marks = tuple(marks)
         self._tracks: list[Any] = []
 
     def draw(self, score: Any) -> np.ndarray:
@@ -114,7 +115,7 @@ class LivePianoRoll:
             collection.set_verts([])
         if low > high:  # no notes: an empty octave around middle C
             low, high = 60, 72
-        end = max(seconds.end(), self.split_time or 0.0, 1e-3)
+        end = max(seconds.end(), *self.marks, 1e-3)
         self.axes.set_xlim(0, end)
         self.axes.set_ylim(low - 2, high + 3)
         self.canvas.draw()

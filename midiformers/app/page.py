@@ -5,18 +5,22 @@ handlers take a ``gr.Request``), so it is only imported when a page is built.
 
 Endpoints (``gradio_client`` or plain HTTP, each request in its own session unless the client
 keeps one): ``/generate`` (a piece from the primer upload, or from nothing, streamed while the
-model writes), ``/continue`` (more of the session's last result), ``/infill`` (regenerate bars of
-the upload or of the last result), ``/undo`` and ``/stop`` (the session's running generation).
+model writes; attribute controls by name as keyword arguments, ``density="high"``),
+``/continue`` (more of the session's last result), ``/infill`` (regenerate bars of the upload or
+of the last result), ``/undo`` (the session's result before the last) and ``/stop`` (the
+session's running generation).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import gradio as gr
 from miditok.constants import MIDI_INSTRUMENTS
 
 from .demo import (
+    CONTROL_OFF,
     DEFAULT_BARS,
     DEFAULT_SECONDS,
     EXAMPLES_DIR,
@@ -34,6 +38,11 @@ from .demo import (
     undo,
 )
 from .models import ModelEntry, ModelFeatures
+
+try:
+    from ..generation.controls import CONTROLS
+except ImportError:  # a library without generation-time controls
+    CONTROLS = {}
 
 __all__ = ["build_page", "instrument_name", "length_units"]
 
@@ -139,6 +148,36 @@ def build_page(
                     visible=bool(features.programs),
                     elem_id="instruments",
                 )
+                with gr.Accordion(
+                    "Controls", open=False, visible=bool(features.controls)
+                ) as controls_box:
+                    gr.Markdown(
+                        "What every bar and track of the new music should be like (the model "
+                        "learned these attribute tokens; *any* leaves one free)."
+                    )
+                    controls = {
+                        name: _control_widget(spec, name in features.controls)
+                        for name, spec in CONTROLS.items()
+                    }
+                with gr.Accordion(
+                    "Regenerate bars (infilling)", open=False, visible=features.infilling
+                ) as infill_box:
+                    gr.Markdown(
+                        "Writes bars *From*-*To* of the chosen tracks again, in the uploaded "
+                        "primer or, without one, in the last result; every other note stays."
+                    )
+                    with gr.Row():
+                        infill_from = gr.Number(1, precision=0, minimum=1, label="From bar")
+                        infill_to = gr.Number(2, precision=0, minimum=1, label="To bar")
+                    infill_tracks = gr.Dropdown(
+                        [],
+                        value=[],
+                        multiselect=True,
+                        allow_custom_value=True,  # the choices follow the piece; checked later
+                        label="Tracks to regenerate (empty: all)",
+                        elem_id="infill-tracks",
+                    )
+                    infill = gr.Button("Regenerate bars", interactive=bool(entries))
                 with gr.Accordion("Sampling", open=False):
                     temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
                     top_k = gr.Slider(0, 200, value=32, step=1, label="Top-k (0: off)")
@@ -189,11 +228,12 @@ def build_page(
             instruments: list | None = None,
             history: list[Piece] | None = None,
             request: gr.Request = None,
+            **controls: Any,
         ) -> Iterator[tuple]:
             """A new piece: from the primer upload, or from nothing; streamed."""
             settings = GenerationRequest(
                 model, composer, primer, temperature, top_k, top_p, max_new_tokens, seed,
-                grammar, length_unit, num_bars, seconds, instruments,
+                grammar, length_unit, num_bars, seconds, instruments, controls,
             )  # fmt: skip
             yield from _streamed(generator.stream(settings, _session(request)), history)
 
@@ -212,6 +252,7 @@ def build_page(
             instruments: list | None = None,
             history: list[Piece] | None = None,
             request: gr.Request = None,
+            **controls: Any,
         ) -> Iterator[tuple]:
             """More of the last result (it becomes the primer); streamed."""
             if not history:
@@ -219,10 +260,33 @@ def build_page(
                 return
             settings = GenerationRequest(
                 model, composer, None, temperature, top_k, top_p, max_new_tokens, seed,
-                grammar, length_unit, num_bars, seconds, instruments,
+                grammar, length_unit, num_bars, seconds, instruments, controls,
             )  # fmt: skip
             stream = generator.stream(settings, _session(request), source=history[-1])
             yield from _streamed(stream, history)
+
+        def on_infill(
+            model: str | None,
+            primer: str | None,
+            temperature: float,
+            top_k: float,
+            top_p: float,
+            seed: float | None,
+            grammar: bool,
+            infill_from: float | None,
+            infill_to: float | None,
+            infill_tracks: list | None = None,
+            history: list[Piece] | None = None,
+            request: gr.Request = None,
+        ) -> Iterator[tuple]:
+            """Bars From-To of the chosen tracks written again, in the primer upload or the
+            last result; streamed."""
+            settings = GenerationRequest(
+                model, None, primer, temperature, top_k, top_p, 0, seed, grammar,
+                infill_bars=(infill_from, infill_to), infill_programs=infill_tracks,
+            )  # fmt: skip
+            source = history[-1] if history and not primer else None
+            yield from _streamed(generator.stream(settings, _session(request), source), history)
 
         def on_undo(history: list[Piece] | None) -> tuple:
             """Back to the result before the last one."""
@@ -235,10 +299,11 @@ def build_page(
             """Stop this session's generation; it then returns what was written."""
             generator.stop(_session(request))
 
-        def after_result(history: list[Piece] | None) -> tuple:
+        def after_result(model: str | None, primer: str | None, history: list[Piece] | None):
             return (
                 gr.Button(interactive=bool(history)),
                 gr.Button(interactive=len(history or []) > 1),
+                *_outline_update(generator.outline(model, primer, (history or [None])[-1])),
             )
 
         streaming = {
@@ -247,29 +312,61 @@ def build_page(
             "concurrency_id": "generation",  # Generate and Continue share the slots
             "show_progress": "minimal",  # the roll stays visible while it grows
         }
-        buttons = {"inputs": history, "outputs": [more, back], "api_visibility": "private"}
+        buttons = {
+            "inputs": [model, primer, history],
+            "outputs": [more, back, infill_to, infill_tracks],
+            "api_visibility": "private",
+        }
         button.click(
             on_generate,
             inputs=[model, composer, primer, *sampling, *length, history],
+            inputs_kwargs=controls,
             api_name="generate",
             **streaming,
         ).then(after_result, **buttons)
         more.click(
             on_continue,
             inputs=[model, composer, *sampling, *length, history],
+            inputs_kwargs=controls,
             api_name="continue",
             **streaming,
         ).then(after_result, **buttons)
+        infill.click(
+            on_infill,
+            inputs=[
+                model,
+                primer,
+                temperature,
+                top_k,
+                top_p,
+                seed,
+                grammar,
+                infill_from,
+                infill_to,
+                infill_tracks,
+                history,
+            ],  # fmt: skip
+            api_name="infill",
+            **streaming,
+        ).then(after_result, **buttons)
+        primer.change(after_result, **buttons)
         back.click(on_undo, inputs=history, outputs=[*results, history], api_name="undo").then(
             after_result, **buttons
         )
         stop.click(on_stop, api_name="stop", queue=False)
         model.change(
-            lambda label: _model_update(generator.entries.get(label)),
+            lambda label: _model_update(generator.entries.get(label), list(controls)),
             inputs=model,
-            outputs=[composer, length_unit, instruments],
+            outputs=[
+                composer,
+                length_unit,
+                instruments,
+                controls_box,
+                infill_box,
+                *controls.values(),
+            ],
             api_visibility="private",
-        )
+        ).then(after_result, **buttons)
         length_unit.change(
             _unit_update,
             inputs=length_unit,
@@ -300,8 +397,9 @@ def _unit_update(unit: str) -> tuple:
     return tuple(gr.Slider(visible=unit == name) for name in ("bars", "seconds", "tokens"))
 
 
-def _model_update(entry: ModelEntry | None) -> tuple:
-    """The controls that follow the model: composers, length units, instruments."""
+def _model_update(entry: ModelEntry | None, control_names: Sequence[str] = ()) -> tuple:
+    """What follows the model: composers, length units, instruments, the controls box, the
+    infilling box, then each of ``control_names``."""
     features = entry.features if entry else ModelFeatures()
     units = length_units(features)
     return (
@@ -312,7 +410,52 @@ def _model_update(entry: ModelEntry | None) -> tuple:
             value=[],
             visible=bool(features.programs),
         ),
+        gr.Accordion(visible=bool(features.controls)),
+        gr.Accordion(visible=features.infilling),
+        *(gr.update(visible=name in features.controls) for name in control_names),
     )
+
+
+def _outline_update(outline: tuple[int, list[int]] | None) -> tuple:
+    """The infilling box for the piece it would work on: its bars and its tracks."""
+    if outline is None:
+        return gr.skip(), gr.Dropdown(choices=[], value=[])
+    bars, programs = outline
+    return (
+        gr.Number(maximum=bars, info=f"The piece has {bars} bars."),
+        gr.Dropdown(choices=[(instrument_name(p), p) for p in programs], value=[]),
+    )
+
+
+def _control_widget(spec: Any, visible: bool):
+    """The widget of one attribute control (see ``midiformers.generation.controls``): ticks
+    for a set of choices, else a list whose first entry leaves the control free."""
+    label = spec.name.replace("_", " ").capitalize()
+    if spec.kind == "set":
+        return gr.CheckboxGroup(
+            list(spec.values), value=list(spec.default or []), label=f"{label} (none: any)",
+            info=spec.help, visible=visible,
+        )  # fmt: skip
+    choices = [CONTROL_OFF, *_control_choices(spec)]
+    value = CONTROL_OFF if spec.default is None else str(spec.default)
+    return gr.Dropdown(choices, value=value, label=label, info=spec.help, visible=visible)
+
+
+def _control_choices(spec: Any) -> list[str]:
+    """The values a list offers for a control: words and whole numbers (``level``), single
+    numbers and ranges ``"low-high"`` (``range``), tenths of the span (``number``)."""
+    if spec.kind == "level":
+        words = [v for v in spec.values if isinstance(v, str)]
+        low, high = (v for v in spec.values if not isinstance(v, str))
+        return [*words, *(str(n) for n in range(low, high + 1))]
+    low, high = spec.values
+    if spec.kind == "range":
+        return [
+            str(a) if a == b else f"{a}-{b}"
+            for a in range(low, high + 1)
+            for b in range(a, high + 1)
+        ]
+    return [f"{low + step * (high - low) / 10:g}" for step in range(11)]
 
 
 def _composer_update(entry: ModelEntry | None) -> gr.Dropdown:
