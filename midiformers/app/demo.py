@@ -210,7 +210,7 @@ class Generator:
 
     ``update_every``: seconds between two partial results while the model writes (more when
     drawing one takes over a third of that: the roll never takes more than a quarter of the
-    time from the model).
+    time from the model); ``None``: none, only the finished piece.
     """
 
     def __init__(
@@ -219,7 +219,7 @@ class Generator:
         output_dir: Path,
         audio_off: str | None = None,
         primer_dirs: Sequence[str | Path] | None = None,
-        update_every: float = UPDATE_EVERY_S,
+        update_every: float | None = UPDATE_EVERY_S,
     ):
         """``primer_dirs``: where primer files may lie (default: :func:`upload_dirs`)."""
         self.entries = {entry.label: entry for entry in entries}
