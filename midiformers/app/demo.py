@@ -273,13 +273,12 @@ class Generator:
         try:
             entry = self._entry(request)
             primer_score = self._primer_score(request, source)
-            tokenizer = entry.tokenizer()
             primer_ids = self._primer_ids(entry, primer_score, source)
             if request.infill_bars is not None:
                 view, options = self._infill(entry, request, primer_ids)
-                yield from self._run(entry, primer_ids, options, session, [], view)
-                return
-            options = self._options(entry, request, primer_ids)
+            else:
+                view = _Writing(entry.tokenizer(), primer_ids)
+                options = self._options(entry, request, primer_ids)
         except _RequestProblem as problem:
             yield GenerationResult(str(problem))
             return
@@ -288,14 +287,13 @@ class Generator:
             yield GenerationResult(f"**Generation failed.** {type(error).__name__}: {error}")
             return
         notes = []
-        if primer_score is not None and primer_score.note_num() == 0:
+        if primer_score is not None and primer_score.note_num() == 0 and not request.infill_bars:
             notes.append("The primer has no notes, so the piece starts from scratch.")
         if request.composer and not entry.composers:
             notes.append(
                 f"Composer {_quoted(request.composer)} ignored: model {entry.label!r} is not "
                 "composer-conditioned (leave the composer empty)."
             )
-        view = _Writing(tokenizer, primer_ids)
         yield from self._run(entry, primer_ids, options, session, notes, view)
 
     def stop(self, session: str | None) -> bool:
