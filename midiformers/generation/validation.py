@@ -17,6 +17,8 @@ _SPECIAL_TYPES = {"PAD", "BOS", "EOS", "MASK"}
 _NOTE_ON = {"Pitch", "PitchDrum", "NoteOn", "DrumOn"}
 _NOTE_OFF = {"NoteOff", "DrumOff"}
 _DRUMS = {"PitchDrum", "DrumOn", "DrumOff"}
+_FILL_MARK = "fill:"  # marks a fill's tokens once spliced into their placeholder's bar
+_NOT_IN_FILL = {"Bar", "TimeSig", "Tempo", "Program", "Track", "Infill", "FillBar"}
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def check_sequence(tokenizer: Any, token_ids: Any) -> SequenceCheck:
     size = tokenizer.vocab_size
     start, end = _frame(ids, special)
     result = SequenceCheck(num_tokens=len(ids))
-    walker = _Walker(tokenizer)
+    walker = _MmmWalker(tokenizer) if _is_mmm(tokenizer) else _Walker(tokenizer)
     for index in range(start, end):
         token_id = ids[index]
         if token_id in special:
@@ -115,12 +117,16 @@ def check_sequence(tokenizer: Any, token_ids: Any) -> SequenceCheck:
     return result
 
 
+def _is_mmm(tokenizer: Any) -> bool:
+    return type(tokenizer.miditok).__name__ == "MMM"
+
+
 class _Walker:
     """The grammar rules, one base token at a time."""
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: Any, scheme: str | None = None):
         tok = tokenizer.miditok
-        self.scheme = type(tok).__name__
+        self.scheme = scheme or type(tok).__name__
         self.graph = tok.tokens_types_graph
         self.config = tok.config
         self.positions_per_beat = int(self.config.max_num_pos_per_beat)
@@ -226,3 +232,126 @@ class _Walker:
                     self.errors.append(
                         TokenError(index, "", f"note {pitch} of program {program} never ends")
                     )
+
+
+class _MmmWalker:
+    """MMM: tracks of REMI (each walked by its own :class:`_Walker`, from its ``Program``),
+    attribute controls where miditok writes them, and infilling (each ``Infill_Bar`` placeholder
+    replaced by its ``FillBar_Start ... FillBar_End`` content, as ``to_score`` splices it).
+
+    The tokens are collected first (a placeholder's content comes after the tracks), then the
+    spliced tracks are walked in :meth:`finish`.
+    """
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        self.errors: list[TokenError] = []
+        self.num_note_tokens = 0
+        self.tracks: list[list[tuple[int, str]]] = []  # from each Track_Start
+        self.fills: list[list[tuple[int, str]]] = []  # from each FillBar_Start
+        self.outside: list[tuple[int, str]] = []  # tokens outside every track and fill
+        self.closed = True  # no track or fill open
+        self.in_fills = False
+
+    def _error(self, index: int, token: str, reason: str) -> None:
+        self.errors.append(TokenError(index, token, reason))
+
+    def step(self, index: int, token: str) -> None:
+        if token == "Track_Start":
+            if not self.closed:
+                self._error(index, token, "the track before is not closed by Track_End")
+            if self.in_fills:
+                self._error(index, token, "a track after the fills (decoded as fill content)")
+            self.tracks.append([(index, token)])
+            self.closed = False
+        elif token == "FillBar_Start":
+            if not self.closed:
+                self._error(index, token, "FillBar_Start inside a track or fill")
+            self.in_fills = True
+            self.fills.append([])
+            self.closed = False
+        elif token in ("Track_End", "FillBar_End"):
+            if self.closed:
+                self._error(index, token, f"{token} outside a track or fill")
+            elif (token == "FillBar_End") != self.in_fills:
+                self._error(
+                    index, token, f"{token} does not close a {'fill' if self.in_fills else 'track'}"
+                )
+            self.closed = True
+        elif self.closed:
+            self._error(index, token, "a token outside every track and fill")
+        elif self.in_fills:
+            self.fills[-1].append((index, token))
+        else:
+            self.tracks[-1].append((index, token))
+
+    def finish(self) -> None:
+        fills = list(self.fills)
+        for track in self.tracks:
+            spliced: list[tuple[int, str]] = []
+            for index, token in track:
+                spliced.append((index, token))
+                if token != "Infill_Bar":
+                    continue
+                if fills:
+                    spliced += [(i, _FILL_MARK + t) for i, t in fills.pop(0)]
+                else:
+                    self._error(
+                        index, token, "no FillBar_Start ... FillBar_End for this placeholder"
+                    )
+            self._walk_track(spliced)
+        for fill in fills:
+            for index, token in fill:
+                self._error(index, token, "a fill without an Infill_Bar placeholder")
+
+    def _walk_track(self, track: list[tuple[int, str]]) -> None:
+        """``Track_Start Program_x [track controls]``, then REMI bars with bar controls; a
+        placeholder bar's fill (marked tokens) goes where its ``Infill_Bar`` is."""
+        program: int | None = None
+        walker = _Walker(self.tokenizer, scheme="REMI")
+        controls_open = False  # bar controls may come now (after the bar's prefix)
+        placeholder = False  # the bar is a placeholder: only its fill's notes may follow
+        for index, token in track[1:]:
+            in_fill = token.startswith(_FILL_MARK)
+            token = token.removeprefix(_FILL_MARK)
+            kind, _, value = token.partition("_")
+            if kind == "Program":
+                if program is not None or walker.prev is not None:
+                    self._error(index, token, "a Program inside a track changes its instrument")
+                else:
+                    program = walker.program = int(value)
+                continue
+            if program is None:
+                self._error(index, token, "a track starts with Track_Start Program_x")
+                program = 0
+            if in_fill and (kind in _NOT_IN_FILL or kind.startswith("AC")):
+                self._error(index, token, "a fill holds positions and notes only")
+                continue
+            if placeholder and not in_fill and kind != "Bar":
+                self._error(index, token, "Infill_Bar ends its bar (its notes are in its fill)")
+            if token == "Infill_Bar":
+                if walker.prev in (None, "Bar"):
+                    self._error(index, token, "Infill_Bar comes after its bar's Bar and TimeSig")
+                placeholder, controls_open = True, False
+                walker.position = -1  # the fill's positions count from the bar's start
+                continue
+            if kind == "Bar":
+                placeholder = False
+            if kind.startswith("ACTrack"):
+                if walker.prev is not None:
+                    self._error(index, token, "a track control after the track's first bar")
+                continue
+            if kind.startswith("ACBar"):
+                prefix = walker.prev in ("TimeSig", "Tempo") and walker.position <= 0
+                if not (controls_open or prefix):
+                    self._error(index, token, "a bar control after the bar's first note")
+                controls_open = True
+                walker.position = -1  # the notes start at the bar's start again
+                continue
+            if controls_open and kind not in ("Position", "Infill"):
+                self._error(index, token, "bar controls are followed by a Position")
+            controls_open = False
+            walker.step(index, token)
+        walker.finish()
+        self.errors += walker.errors
+        self.num_note_tokens += walker.num_note_tokens

@@ -24,7 +24,7 @@ from typing import Any
 import miditok
 import numpy as np
 from miditok import TokSequence
-from miditok.attribute_controls import create_random_ac_indexes
+from miditok.attribute_controls import BarAttributeControl, create_random_ac_indexes
 from miditok.constants import TIME_SIGNATURE
 from symusic.core import ScoreTick
 from transformers import PreTrainedTokenizer
@@ -401,17 +401,25 @@ class MidiTokenizer(PreTrainedTokenizer):
             tuple(r) if isinstance(r, (list, tuple)) else r for r in control_ratios
         )
         score = self.miditok.preprocess_score(score)
+        controls = self.miditok.attribute_controls
         state = random.getstate()
         try:
             random.seed(seed)
-            indexes = create_random_ac_indexes(
-                score, self.miditok.attribute_controls, tracks_ratio, bars_ratio
-            )
+            indexes = create_random_ac_indexes(score, controls, tracks_ratio, bars_ratio)
         finally:
             random.setstate(state)
-        return self.miditok.encode(
-            score, no_preprocess_score=True, attribute_controls_indexes=indexes
-        )
+        # miditok 3.1.0 computes a bar control over the notes since the previous *chosen* bar
+        # (and skips bars of one note): compute each chosen bar on its own notes instead.
+        self.miditok.attribute_controls = [
+            _BarByBar(control) if isinstance(control, BarAttributeControl) else control
+            for control in controls
+        ]
+        try:
+            return self.miditok.encode(
+                score, no_preprocess_score=True, attribute_controls_indexes=indexes
+            )
+        finally:
+            self.miditok.attribute_controls = controls
 
     def out_of_range_events(self, score: ScoreTick) -> list[str]:
         """What miditok will change in ``score`` because it is outside the vocabulary's range.
@@ -691,6 +699,35 @@ class MidiTokenizer(PreTrainedTokenizer):
         self._build_vocab()
         self._update_total_vocab_size()
         return self
+
+
+class _BarByBar(BarAttributeControl):
+    """A miditok bar-level attribute control computed on each chosen bar's own notes.
+
+    miditok's ``BarAttributeControl.compute`` walks the chosen bars keeping its place in the
+    note list only from chosen bar to chosen bar, so with a random subset of bars a bar's
+    value also counts the notes of the skipped bars before it; and it skips bars of a single
+    note. Clipping the track to one bar and computing that bar as the track's last gives the
+    bar's own value, with miditok's arithmetic.
+    """
+
+    def __init__(self, control: BarAttributeControl):
+        super().__init__(control.tokens)
+        self.control = control
+
+    def compute(self, track, time_division, ticks_bars, ticks_beats, bars_idx):
+        events = []
+        for bar in bars_idx:
+            if bar >= len(ticks_bars):
+                continue
+            end = ticks_bars[bar + 1] if bar + 1 < len(ticks_bars) else track.end() + 1
+            notes = track.clip(ticks_bars[bar], end, clip_end=False)
+            if notes.note_num() > 0:
+                events += self.control.compute(notes, time_division, ticks_bars, ticks_beats, [bar])
+        return events
+
+    def _compute_on_bar(self, notes_soa, controls_soa, pitch_bends_soa, time_division):
+        return self.control._compute_on_bar(notes_soa, controls_soa, pitch_bends_soa, time_division)
 
 
 class _BpeTrainingIterator:

@@ -30,13 +30,16 @@ tokens) also ends every piece after exactly ``n`` bars (see ``_bars.py``),
 Layout: ``_compiler.py`` compiles the tables every scheme shares, ``_runtime.py`` holds the
 states and the mask, and each miditok scheme has its rules object (a
 :class:`~._rules.SchemeRules` subclass) in its own module: ``remi.py``, ``tsd.py``,
-``midilike.py`` (also the ``performance`` preset) and ``structured.py``.
+``midilike.py`` (also the ``performance`` preset), ``structured.py`` and ``mmm.py`` (multi-track
+REMI with attribute controls and infilling; ``MidiGrammar.with_controls`` forces control
+tokens).
 """
 
 from ._compiler import UnsupportedGrammarError
 from ._rules import SchemeRules
 from ._runtime import GrammarState, MidiGrammar
 from .midilike import MidiLikeRules
+from .mmm import MmmRules
 from .remi import RemiRules
 from .structured import StructuredRules
 from .tsd import TsdRules
@@ -46,6 +49,7 @@ __all__ = [
     "GrammarState",
     "MidiGrammar",
     "MidiLikeRules",
+    "MmmRules",
     "RemiRules",
     "SchemeRules",
     "StructuredRules",
@@ -55,6 +59,6 @@ __all__ = [
 
 SUPPORTED_SCHEMES = {
     rules.tokenization: rules.scheme
-    for rules in (RemiRules, TsdRules, MidiLikeRules, StructuredRules)
+    for rules in (RemiRules, TsdRules, MidiLikeRules, StructuredRules, MmmRules)
 }
 """miditok tokenization class name -> grammar scheme."""

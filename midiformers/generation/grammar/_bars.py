@@ -15,6 +15,9 @@ budget a token is only allowed if the piece can still reach the end of bar N wit
 left: :meth:`BarCounter.cost_table` holds, for every number of bars still to start, last token
 type and note flag, the fewest tokens to a state where EOS is allowed (a shortest path in
 miditok's type graph).
+
+Schemes whose bars restart (MMM: every track is its own bars, from its ``Track_Start``) name
+the restarting tokens in ``SchemeRules.bar_restart_tokens``: each track then has exactly N bars.
 """
 
 from __future__ import annotations
@@ -60,12 +63,15 @@ class BarCounter:
         self.num_states = len(compiled.types) + 2
         self.ended_type = compiled.ended_type
         self._costs: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.has_restarts = bool(rules.bar_restart_tokens)
         compiled.tables.update(self._tables(compiled))
         compiled.tables.update(self._duration_tables(compiled))
 
     def _tables(self, compiled: CompiledGrammar) -> Tables:
         kinds = [split_token(t)[0] for t in compiled.base_tokens] + ["PAD"]
         base_bar = torch.tensor([kind == "Bar" for kind in kinds])
+        restarts = compiled.rules.bar_restart_tokens
+        base_restart = torch.tensor([t in restarts for t in compiled.base_tokens] + [False])
         base_note = torch.tensor([kind in NOTE_ON_TYPES for kind in kinds])
         expansion, length = compiled.tables["expansion"], compiled.tables["expansion_length"]
         count, has_bar, note_after, sets_flag = [], [], [], []
@@ -85,7 +91,11 @@ class BarCounter:
             self._duration(value) if kind == "Duration" else _NONE
             for kind, value in (split_token(token) for token in compiled.base_tokens)
         ]
+        initial = self.initial_bars(1, torch.device("cpu"))[0]
         return {
+            "bar_initial": initial,
+            "bar_base_restart": base_restart,
+            "bar_restart": base_restart[expansion[:-1]].any(1),
             "bar_positions": self.bar_lengths,
             "bar_base_duration": torch.tensor([*durations, _NONE], dtype=torch.long),
             "bar_base_ticks": torch.tensor([*base_ticks, 0], dtype=torch.long),
@@ -225,6 +235,9 @@ class BarCounter:
         new_ticks = tables["bar_base_ticks"][base]
         span = tables["bar_base_duration"][base]
         bars, registers = state.bars, state.registers
+        restart = tables["bar_base_restart"][base]
+        if bool(restart.any()):  # a new track (MMM): its bars count from 0
+            bars = torch.where(restart.unsqueeze(1), tables["bar_initial"], bars)
         ticks, ring = bars[:, _TICKS], bars[:, _RING]
         flag = torch.where(is_bar > 0, 0, bars[:, _FLAG] | note)
         ring = torch.maximum(ring, (registers[:, POSITION] + span) * ticks)
@@ -276,10 +289,14 @@ class BarCounter:
         limit: torch.Tensor,
         left: torch.Tensor,
         tables: Tables,
+        extra_after: torch.Tensor | None = None,
     ) -> None:
-        """Mask the tokens after which the rows cannot end bar ``max_bars`` within ``limit``."""
+        """Mask the tokens after which the rows cannot end bar ``max_bars`` within ``limit``
+        (``extra_after``: ``(batch, vocab)`` tokens the scheme owes on top, see
+        ``SchemeRules.extra_cost_after``)."""
         cost, bound = self.cost_table(max_bars, allowed.device)
-        if bool((limit >= bound[left.clamp(min=0)]).all()):
+        ceiling = bound[max_bars] if self.has_restarts else bound[left.clamp(min=0)]
+        if extra_after is None and bool((limit >= ceiling).all()):
             return
         after_left = (left.unsqueeze(1) - tables["bar_count"].unsqueeze(0)).clamp(min=0)
         flag = state.bars[:, _FLAG].unsqueeze(1)
@@ -288,7 +305,12 @@ class BarCounter:
             tables["bar_note_after"].unsqueeze(0),
             flag | tables["bar_sets_flag"].unsqueeze(0),
         )
+        restart = tables["bar_restart"].unsqueeze(0)
+        after_left = torch.where(restart, max_bars, after_left)
+        flag = torch.where(restart, 0, flag)
         states, flags = cost.shape[1], cost.shape[2]
         index = (after_left * states + tables["last_type"].unsqueeze(0)) * flags + flag
         after = cost.flatten()[index]
+        if extra_after is not None:
+            after = after + extra_after
         allowed &= after <= limit.unsqueeze(1)

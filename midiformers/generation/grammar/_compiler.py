@@ -104,13 +104,13 @@ class CompiledGrammar:
             for kind, successors in self.miditok.tokens_types_graph.items()
             if kind not in SPECIAL_TYPES
         }
-        types = sorted({split_token(t)[0] for t in self.base_vocab} - SPECIAL_TYPES)
+        types = sorted({self.rules.token_kind(t) for t in self.base_vocab} - SPECIAL_TYPES)
+        self.rules.adjust_graph(graph)
         missing = set(types) - set(graph)
         if missing:
             raise UnsupportedGrammarError(
                 f"miditok's type graph does not describe the token types {sorted(missing)}."
             )
-        self.rules.adjust_graph(graph)
         start = self.rules.start_types(graph)
         self.types = types
         self.type_index = {kind: i for i, kind in enumerate(types)}
@@ -175,7 +175,7 @@ class CompiledGrammar:
         if not tokens:
             summary.role, summary.ok = NEUTRAL, False
             return summary
-        kinds = [split_token(t)[0] for t in tokens]
+        kinds = [self.rules.token_kind(t) for t in tokens]
         if len(tokens) == 1 and kinds[0] in SPECIAL_TYPES:
             summary.role, summary.ok = SPECIAL_ROLE[kinds[0]], False
             return summary
@@ -260,7 +260,8 @@ class CompiledGrammar:
     def _base_update_table(self) -> torch.Tensor:
         """``(base tokens + 1, registers)``: the value each base token writes into each register
         (``KEEP``: unchanged); the last row is the no-op of unknown ids."""
-        kind_of = [split_token(t) for t in self.base_tokens] + [("PAD", "None")]
+        kind_of = [(self.rules.token_kind(t), split_token(t)[1]) for t in self.base_tokens]
+        kind_of.append(("PAD", "None"))
         update = torch.full((len(kind_of), NUM_REGISTERS), KEEP, dtype=torch.long)
         for i, (kind, value) in enumerate(kind_of):
             if kind in SPECIAL_TYPES:

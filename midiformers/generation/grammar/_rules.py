@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import miditok
 import torch
 
-from ._compiler import PREV, TokenSummary, UnsupportedGrammarError
+from ._compiler import PREV, TokenSummary, UnsupportedGrammarError, split_token
 
 if TYPE_CHECKING:
     from ._compiler import CompiledGrammar
@@ -44,6 +44,10 @@ class SchemeRules:
     """Short name of the scheme (``MidiGrammar.scheme``)."""
     has_bars: ClassVar[bool] = False
     """Whether the scheme has Bar tokens (and can count bars)."""
+    keeps_time: ClassVar[bool] = True
+    """Whether ``with_max_seconds`` can follow the scheme's time (see ``_seconds.py``)."""
+    bar_restart_tokens: ClassVar[frozenset[str]] = frozenset()
+    """Base tokens after which bars count from 0 again (MMM: ``Track_Start``)."""
 
     registry: ClassVar[dict[str, type[SchemeRules]]] = {}
 
@@ -89,6 +93,11 @@ class SchemeRules:
         return used
 
     # ------------------------------------------------------------------ compiling
+
+    def token_kind(self, token: str) -> str:
+        """The grammar type of a base token: miditok's type (the part before ``_``) unless
+        the scheme tells apart tokens of one miditok type (MMM's ``Track_Start`` / ``_End``)."""
+        return split_token(token)[0]
 
     def adjust_graph(self, graph: dict[str, set[str]]) -> None:
         """Tighten miditok's type graph in place (successor types of each type)."""
@@ -160,3 +169,32 @@ class SchemeRules:
     def completion_cost(self, state: GrammarState, tables: Tables) -> torch.LongTensor:
         """Fewest tokens each row needs before it may end."""
         return tables["completion"][state.registers[:, PREV]]
+
+    # ------------------------------------------------------------------ generation controls
+
+    def control_tables(self, track_ids: tuple[int, ...], bar_ids: tuple[int, ...]) -> Tables:
+        """Tables of a grammar that forces control tokens (``MidiGrammar.with_controls``)."""
+        raise UnsupportedGrammarError(
+            f"The {self.scheme} grammar has no attribute-control tokens to force; use a "
+            "tokenizer with attribute controls (the 'mmm' preset)."
+        )
+
+    def extra_cost(
+        self, state: GrammarState, tables: Tables, left: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """Tokens each row owes beyond the type-graph costs (``None``: none), added to the
+        bar counter's costs (the scheme's own :meth:`restrict` includes them already);
+        ``left``: with ``max_bars``, the bars each row may still start."""
+        return None
+
+    def extra_cost_after(
+        self, state: GrammarState, tables: Tables, left: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """``(batch, vocab)``: :meth:`extra_cost` after each token (``None``: none)."""
+        return None
+
+    def restrict_bar_ends(
+        self, allowed: torch.Tensor, state: GrammarState, left: torch.Tensor, tables: Tables
+    ) -> None:
+        """With ``max_bars``: mask (in place) the scheme's section ends that need every bar
+        written (``left``: bars each row may still start)."""

@@ -46,7 +46,8 @@ class GrammarState:
     one ``(batch, registers)`` tensor, updated by one lookup per token. MIDILike states also
     hold ``count`` / ``old_count``, ``per_program`` / ``old_per_program`` and ``fresh`` (the
     sounding notes, see :mod:`.midilike`); states that count bars hold ``bars`` (see
-    :mod:`._bars`), states that keep time ``clock`` (see :mod:`._seconds`).
+    :mod:`._bars`), states that keep time ``clock`` (see :mod:`._seconds`); MMM states hold
+    ``tracks`` and ``holes`` (see :mod:`.mmm`).
     """
 
     _TENSORS = (
@@ -58,6 +59,8 @@ class GrammarState:
         "fresh",
         "bars",
         "clock",
+        "tracks",
+        "holes",
     )
 
     def __init__(self, **tensors: torch.Tensor | None):
@@ -114,7 +117,11 @@ class MidiGrammar:
     """Seconds every piece lasts, about (``None``: any), see :meth:`with_max_seconds`."""
     programs: tuple[int, ...] | None = None
     """The programs notes may use (``None``: any), see :meth:`with_programs`."""
+    controls: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    """Control token ids forced in every track and bar (``None``: none), see
+    :meth:`with_controls`."""
     _program_masks: dict[torch.device, dict[str, torch.Tensor]] | None = None
+    _control_tables: dict[torch.device, dict[str, torch.Tensor]] | None = None
 
     def __init__(self, tokenizer: Any):
         self.miditok: miditok.MusicTokenizer = getattr(tokenizer, "miditok", tokenizer)
@@ -200,6 +207,11 @@ class MidiGrammar:
                 raise ValueError(
                     f"max_seconds must be a positive number of seconds, got {max_seconds!r}."
                 )
+            if not self.rules.keeps_time:
+                raise UnsupportedGrammarError(
+                    f"max_seconds is not modelled for the {self.scheme} scheme; use max_bars "
+                    "or max_new_tokens."
+                )
             self._clock()  # refuses what it cannot model
             if self.max_bars is not None:
                 raise ValueError("Give max_bars or max_seconds, not both.")
@@ -246,6 +258,31 @@ class MidiGrammar:
         view._program_masks = {} if resolved is not None else None
         return view
 
+    def with_controls(
+        self, track_ids: Iterable[int] = (), bar_ids: Iterable[int] = ()
+    ) -> MidiGrammar:
+        """This grammar with attribute-control tokens forced (sharing the compiled tables).
+
+        ``track_ids`` come right after every track's ``Program``, in this order; ``bar_ids``
+        open every bar that gets notes, where miditok writes them (after ``Bar TimeSig`` and a
+        tempo change at the bar's start), in this order. Any other control token is masked.
+        Empty sequences (or both empty) force nothing; ``with_controls()`` removes controls.
+
+        Raises:
+            UnsupportedGrammarError: the scheme has no attribute controls (only MMM).
+            ValueError: an id that is not a track-level (bar-level) control token.
+        """
+        track_ids, bar_ids = tuple(int(i) for i in track_ids), tuple(int(i) for i in bar_ids)
+        controls = (track_ids, bar_ids) if track_ids or bar_ids else None
+        if controls is not None:
+            self.rules.control_tables(*controls)  # checks the ids
+        if controls == self.controls:
+            return self
+        view = copy.copy(self)
+        view.controls = controls
+        view._control_tables = {} if controls is not None else None
+        return view
+
     def _program_tables(self) -> ProgramTables:
         tables = getattr(self.compiled, "program_tables", None)
         if tables is None:
@@ -265,7 +302,15 @@ class MidiGrammar:
         device = torch.device(device)
         if device not in self._device_tables:
             self._device_tables[device] = {k: v.to(device) for k, v in self.tables.items()}
-        return self._device_tables[device]
+        if self.controls is None:
+            return self._device_tables[device]
+        if device not in self._control_tables:
+            forced = self.rules.control_tables(*self.controls)
+            self._control_tables[device] = {
+                **self._device_tables[device],
+                **{k: v.to(device) for k, v in forced.items()},
+            }
+        return self._control_tables[device]
 
     @property
     def eos_ids(self) -> list[int]:
@@ -355,7 +400,9 @@ class MidiGrammar:
         """Fewest tokens each row needs before it may end (0: it may end now)."""
         tables = self.on(state.prev.device)
         if self.max_bars is not None:
-            return self.bars.row_cost(self._counting(state), self.max_bars)[0]
+            cost, left = self.bars.row_cost(self._counting(state), self.max_bars)
+            extra = self.rules.extra_cost(state, tables, left)
+            return cost if extra is None else cost + extra
         return self.rules.completion_cost(state, tables)
 
     def _counting(self, state: GrammarState) -> GrammarState:
@@ -402,6 +449,10 @@ class MidiGrammar:
             cost, bars_left = self.bars.restrict(
                 allowed, self._counting(state), self.max_bars, tables
             )
+            extra = self.rules.extra_cost(state, tables, bars_left)
+            if extra is not None:
+                cost = cost + extra
+            self.rules.restrict_bar_ends(allowed, state, bars_left, tables)
         ended = prev == self.ended_type
         any_ended = bool(ended.any())
         neutral = tables["neutral_ids"].numel() > 0
@@ -415,7 +466,13 @@ class MidiGrammar:
             self.rules.restrict_to_budget(allowed, state, limit, aux, tables)
             if self.max_bars is not None:
                 self.bars.restrict_to_budget(
-                    allowed, state, self.max_bars, limit, bars_left, tables
+                    allowed,
+                    state,
+                    self.max_bars,
+                    limit,
+                    bars_left,
+                    tables,
+                    self.rules.extra_cost_after(state, tables, bars_left),
                 )
             if self.max_seconds is not None:
                 self._clock().hurry(allowed, state, self.max_seconds, limit)
