@@ -21,6 +21,7 @@ from symusic.core import ScoreTick
 from transformers import AutoModelForCausalLM, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .controls import control_token_ids
 from .grammar import MidiGrammar
 from .infilling import (
     InfillLogitsProcessor,
@@ -76,7 +77,11 @@ class MidiGenerationPipeline(Pipeline):
         ``infill_programs`` (numbers or names as for ``programs``; default: every track) of the
         primer, keeping every other note; ``infill_programs`` alone regenerates whole tracks;
         ``max_new_tokens`` then defaults to :data:`TOKENS_PER_BAR` + 2 per masked bar; see
-        :mod:`.infilling`).
+        :mod:`.infilling`), density / polyphony / pitch_classes / durations / repetition
+        (attribute controls, tokenizers with miditok attribute controls such as ``mmm``: the
+        grammar writes the matching control tokens into every track and every bar with notes;
+        values and ranges in :data:`.controls.CONTROLS`, e.g. ``density="high"``,
+        ``polyphony=(1, 3)``, ``pitch_classes=["C", "E", "G"]``).
 
     Every option is checked before anything is generated (a one-line ``ValueError`` naming it
     and its valid range, see :func:`.check_generation_options`), and so are primer ids.
@@ -138,9 +143,22 @@ class MidiGenerationPipeline(Pipeline):
         stride: int | None = None,
         infill_bars: Any = None,
         infill_programs: Any = None,
+        density: Any = None,
+        polyphony: Any = None,
+        pitch_classes: Any = None,
+        durations: Any = None,
+        repetition: Any = None,
         **generate_kwargs: Any,
     ) -> tuple[dict, dict, dict]:
         forward: dict[str, Any] = dict(generate_kwargs)
+        controls = {
+            "density": density,
+            "polyphony": polyphony,
+            "pitch_classes": pitch_classes,
+            "durations": durations,
+            "repetition": repetition,
+        }
+        controls = {k: v for k, v in controls.items() if v is not None}
         options = {
             "max_new_tokens": max_new_tokens,
             "temperature": temperature,
@@ -154,7 +172,9 @@ class MidiGenerationPipeline(Pipeline):
             "stride": stride,
         }
         forward.update({k: v for k, v in options.items() if v is not None})
-        check_generation_options(**forward)  # fail before any primer is read
+        check_generation_options(**forward, **controls)  # fail before any primer is read
+        if controls:
+            forward["controls"] = self._control_ids(controls, grammar, infill_bars, infill_programs)
         if composer is not None:
             forward["composer"] = self._composer_ids(composer)
         if num_bars is not None and duration_seconds is not None:
@@ -206,8 +226,24 @@ class MidiGenerationPipeline(Pipeline):
             self._infill_vocabulary = InfillVocabulary(self.tokenizer)
         return self._infill_vocabulary
 
-    def _grammar_for(self, num_bars: int | None, programs: Any, seconds: Any) -> MidiGrammar:
+    def _control_ids(
+        self, controls: dict[str, Any], grammar: Any, infill_bars: Any, infill_programs: Any
+    ) -> tuple[list[int], list[int]]:
+        """Attribute controls -> (track, bar) control token ids, checked against the
+        tokenizer now (see :mod:`.controls`)."""
+        names = ", ".join(controls)
+        if grammar is False:
+            raise ValueError(f"{names} needs the grammar: leave grammar=True.")
+        if infill_bars is not None or infill_programs is not None:
+            raise ValueError(f"{names} cannot be combined with infill_bars / infill_programs.")
+        return control_token_ids(self.tokenizer, **controls)
+
+    def _grammar_for(
+        self, num_bars: int | None, programs: Any, seconds: Any, controls: Any = None
+    ) -> MidiGrammar:
         grammar = self.grammar.with_max_bars(num_bars).with_programs(programs)
+        if controls is not None:
+            grammar = grammar.with_controls(*controls)
         return grammar.with_max_seconds(seconds)
 
     def _composer_ids(self, composer: Any) -> torch.LongTensor:
@@ -307,6 +343,7 @@ class MidiGenerationPipeline(Pipeline):
         num_bars = options.pop("num_bars", None)
         programs = options.pop("programs", None)
         seconds = options.pop("duration_seconds", None)
+        controls = options.pop("controls", None)
         default_budget = 256 if num_bars is None else TOKENS_PER_BAR * num_bars
         if seconds is not None:
             default_budget = max(default_budget, math.ceil(TOKENS_PER_SECOND * seconds))
@@ -318,7 +355,7 @@ class MidiGenerationPipeline(Pipeline):
             fill_rules = InfillLogitsProcessor(self.infill_vocabulary, infill, max_new_tokens)
             options["logits_processor"] = [*(options.get("logits_processor") or []), fill_rules]
         elif use_grammar:
-            grammar = self._grammar_for(num_bars, programs, seconds)
+            grammar = self._grammar_for(num_bars, programs, seconds, controls)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices, enabled=seed is not None):
             if seed is not None:

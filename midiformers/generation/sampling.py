@@ -33,6 +33,7 @@ import torch
 from transformers.utils import logging
 
 from ..modeling import architecture_for
+from .controls import CONTROLS, check_control
 from .grammar import MidiGrammar
 from .logits_process import MidiGrammarLogitsProcessor
 
@@ -67,7 +68,9 @@ def check_generation_options(**options: Any) -> None:
     """Raise a one-line ``ValueError`` for a sampling option outside its valid range.
 
     Checks ``max_new_tokens``, ``num_return_sequences``, ``num_beams``, ``top_k``, ``top_p``,
-    ``temperature``, ``seed``, ``stride`` and ``context_length`` (``None`` means "not given";
+    ``temperature``, ``seed``, ``stride``, ``context_length`` and the attribute controls
+    (``density`` ..., in the ``mmm`` preset's ranges, see :func:`.controls.check_control`;
+    the pipeline checks them against the tokenizer too) (``None`` means "not given";
     other names are left to ``generate``). transformers 5.24 rejects a negative ``top_p``
     or ``top_k``, ``temperature <= 0`` and ``max_new_tokens <= 0`` itself, but runs with
     ``top_p=2`` or ``top_p=0`` (no filtering / greedy), ignores ``num_return_sequences=0``,
@@ -77,6 +80,8 @@ def check_generation_options(**options: Any) -> None:
         rule = _OPTION_RULES.get(name)
         if rule is not None and value is not None and not rule[0](value):
             raise ValueError(f"{name} must be {rule[1]}, got {value!r}.")
+        if name in CONTROLS:
+            check_control(name, value)
 
 
 def _check_input_ids(model: Any, input_ids: torch.Tensor) -> None:
