@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import zlib
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -29,8 +30,9 @@ class PitchTranspose:
     """Transpose token sequences by a random number of semitones (a ``set_transform``).
 
     Built from the tokenizer's vocabulary: every ``Pitch_p`` / ``NoteOn_p`` / ``NoteOff_p``
-    token maps to the same kind of token ``k`` semitones away. Drum tokens
-    (``PitchDrum_*``) are untouched. For each example a shift ``k`` in
+    token maps to the same kind of token ``k`` semitones away, and a bar's pitch-class control
+    tokens (``ACBarPitchClass_c``, the ``mmm`` preset) to the classes ``k`` semitones away.
+    Drum tokens (``PitchDrum_*``) are untouched. For each example a shift ``k`` in
     ``[-max_semitones, max_semitones]`` is drawn among those that keep every pitch of that
     example inside the vocabulary, so a transposed sequence is always valid.
 
@@ -80,6 +82,13 @@ class PitchTranspose:
                     self.table[row, index] = ids.get(p + shift, -1)
         self.low = min(min(ids) for ids in by_kind.values())
         self.high = max(max(ids) for ids in by_kind.values())
+        # bar pitch-class controls (mmm) move with the notes, around the octave
+        classes = [vocab.get(f"ACBarPitchClass_{c}") for c in range(12)]
+        self.pitch_class_ids = np.array([i for i in classes if i is not None], dtype=np.int64)
+        if len(self.pitch_class_ids) == 12:
+            for row, shift in enumerate(shifts):
+                for c, index in enumerate(classes):
+                    self.table[row, index] = classes[(c + shift) % 12]
 
     def allowed_shifts(self, ids: np.ndarray) -> np.ndarray:
         """The shifts that keep every pitch of ``ids`` in the vocabulary."""
@@ -102,6 +111,8 @@ class PitchTranspose:
         out[inside] = self.table[shift + self.max_semitones, array[inside]]
         if (out < 0).any():
             raise ValueError(f"shift {shift} moves a pitch out of the tokenizer's range")
+        if shift and len(self.pitch_class_ids):
+            _sort_runs(out, np.isin(out, self.pitch_class_ids))
         return out.tolist()
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
@@ -118,10 +129,43 @@ class PitchTranspose:
         return out
 
 
+def _sort_runs(ids: np.ndarray, marked: np.ndarray) -> None:
+    """Sort (in place) each run of consecutive marked ids: a bar's pitch classes stay in
+    ascending order, as miditok writes them, once transposed around the octave."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], marked.astype(np.int8), [0]])))
+    for start, stop in zip(edges[::2], edges[1::2]):
+        ids[start:stop] = np.sort(ids[start:stop])
+
+
 def _special_ids(tokenizer: Any, add_special_tokens: bool) -> tuple[list[int], list[int]]:
     if not add_special_tokens:
         return [], []
     return [tokenizer.bos_token_id], [tokenizer.eos_token_id]
+
+
+DEFAULT_CONTROL_RATIOS = ((0.0, 1.0), (0.0, 1.0))
+"""Attribute controls in training (tokenizers that have them): per track, a share of the
+track-level controls and, per bar-level control, a share of the bars, each drawn uniformly in
+[0, 1] per piece, so that the model sees every mix from none to all."""
+
+
+def resolve_control_ratios(tokenizer: Any, control_ratios: Any = "auto") -> tuple | None:
+    """``"auto"``: :data:`DEFAULT_CONTROL_RATIOS` for a tokenizer with attribute controls (the
+    ``mmm`` preset), ``None`` otherwise; ``None`` or a ``(tracks_ratio, bars_ratio)`` pair
+    (each a number or a ``(low, high)`` range in [0, 1]) as given."""
+    if isinstance(control_ratios, str) and control_ratios == "auto":
+        has_controls = bool(getattr(tokenizer, "attribute_controls", None))
+        return DEFAULT_CONTROL_RATIOS if has_controls else None
+    return control_ratios
+
+
+def _piece_seed(seed: int | None, data: Any, name: Any) -> int | None:
+    """A seed per piece from the run's seed and the piece itself (the same in every process
+    and pass, whatever the batch or shard it comes in)."""
+    if seed is None:
+        return None
+    key = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else str(name).encode()
+    return zlib.crc32(key, seed & 0xFFFFFFFF)
 
 
 def _encode_batch(
@@ -131,9 +175,12 @@ def _encode_batch(
     midi_column: str,
     keep: Sequence[str],
     dropped: list[dict[str, str]] | None = None,
+    control_ratios: tuple | None = None,
+    seed: int | None = None,
 ) -> dict[str, list]:
     """Token ids of each piece with BOS / EOS; unreadable pieces are dropped with a warning
-    (and appended to ``dropped`` as ``{"name", "reason"}`` when given)."""
+    (and appended to ``dropped`` as ``{"name", "reason"}`` when given). With
+    ``control_ratios``, random attribute-control tokens are added (seeded per piece)."""
     from ..tokenization import MidiFileError
 
     bos, eos = _special_ids(tokenizer, add_special_tokens)
@@ -142,7 +189,13 @@ def _encode_batch(
     for row, data in enumerate(batch[midi_column]):
         name = ids_column[row] or f"row {row}"
         try:
-            ids = tokenizer.encode_midi(data) if hasattr(tokenizer, "encode_midi") else None
+            if control_ratios is not None:
+                piece_seed = _piece_seed(seed, data, name)
+                ids = tokenizer.encode_midi(data, control_ratios=control_ratios, seed=piece_seed)
+            elif hasattr(tokenizer, "encode_midi"):
+                ids = tokenizer.encode_midi(data)
+            else:
+                ids = None
             if ids is None:
                 ids = tokenizer(data, add_special_tokens=False)["input_ids"]
         except MidiFileError as error:
@@ -280,6 +333,7 @@ def tokenize_dataset(
     keep_columns: Sequence[str] | None = None,
     midi_column: str = "midi",
     batch_size: int = 64,
+    control_ratios: Any = "auto",
 ) -> (
     datasets.DatasetDict
     | datasets.Dataset
@@ -309,17 +363,25 @@ def tokenize_dataset(
             transform (random shift in ``[-n, n]`` each time an example is read).
         augment_splits: the splits that get the transposition (only the training one by
             default: evaluation must see the music as it is).
-        seed: seed of the transposition shifts.
+        seed: seed of the transposition shifts and of the attribute-control draws.
         keep_columns: columns kept in ``"piece"`` / ``"chunk"`` mode; by default ``id`` and
             the label columns present (``composer``, ``label``).
         midi_column: the column holding the MIDI bytes.
         batch_size: pieces per ``map`` batch (and per packing group).
+        control_ratios: attribute-control tokens for the model to learn (tokenizers with
+            attribute controls, the ``mmm`` preset): ``(tracks_ratio, bars_ratio)``, see
+            :meth:`~midiformers.MidiTokenizer.encode_midi`, drawn per piece with ``seed``
+            (every split); ``"auto"`` (default): :data:`DEFAULT_CONTROL_RATIOS` when the
+            tokenizer has attribute controls; ``None``: no control tokens.
 
     Returns:
         The same kind of object as ``dataset``, with ``input_ids`` (and ``labels`` in
         ``"pack"`` mode, ``attention_mask`` otherwise).
     """
     _check_mode(mode, max_length, add_special_tokens)
+    control_ratios = resolve_control_ratios(tokenizer, control_ratios)
+    if control_ratios is not None:
+        tokenizer.check_control_ratios(control_ratios)  # one clear error before any map
     transform = None
     if transpose_semitones:
         transform = PitchTranspose(tokenizer, transpose_semitones, seed=seed)
@@ -330,6 +392,8 @@ def tokenize_dataset(
         "keep_columns": keep_columns,
         "midi_column": midi_column,
         "batch_size": batch_size,
+        "control_ratios": control_ratios,
+        "seed": seed,
     }
     if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         return type(dataset)(
@@ -394,6 +458,8 @@ def _tokenize_split(
     midi_column: str,
     batch_size: int,
     split: str,
+    control_ratios: tuple | None = None,
+    seed: int | None = None,
 ) -> AnyDataset:
     columns = _column_names(dataset)
     if midi_column not in columns:
@@ -420,6 +486,8 @@ def _tokenize_split(
             "add_special_tokens": add_special_tokens,
             "midi_column": midi_column,
             "keep": keep,
+            "control_ratios": control_ratios,
+            "seed": seed,
         },
         desc=f"Tokenizing {split}",
     )

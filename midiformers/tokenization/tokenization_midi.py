@@ -353,7 +353,7 @@ class MidiTokenizer(PreTrainedTokenizer):
                 ratio outside [0, 1].
         """
         if control_ratios is not None:
-            self._check_control_ratios(control_ratios)
+            self.check_control_ratios(control_ratios)
         name = _source_name(source)
         score = self.load_score(source, name)
         if score.note_num() == 0:
@@ -371,7 +371,9 @@ class MidiTokenizer(PreTrainedTokenizer):
             ) from error
         return list(sequence.ids)
 
-    def _check_control_ratios(self, control_ratios: Any) -> None:
+    def check_control_ratios(self, control_ratios: Any) -> None:
+        """Raise a one-line ``ValueError`` unless ``control_ratios`` suits
+        :meth:`encode_midi` (and this tokenizer has attribute controls)."""
         if not self.miditok.attribute_controls:
             raise ValueError(
                 "control_ratios: this tokenizer has no attribute controls (use the 'mmm' "

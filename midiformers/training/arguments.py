@@ -243,6 +243,30 @@ class DataArguments:
         default="all",
         metadata={"help": "Infilling: loss on every token (as MMM) or on the fills only."},
     )
+    control_tracks_ratio: Annotated[float | None, Range(low=0, high=1)] = field(
+        default=None,
+        metadata={
+            "help": "Attribute controls (tokenizers that have them, e.g. the mmm preset): share "
+            "of each track's track-level control tokens written in training (default: drawn "
+            "uniformly in [0, 1] per track)."
+        },
+    )
+    control_bars_ratio: Annotated[float | None, Range(low=0, high=1)] = field(
+        default=None,
+        metadata={
+            "help": "Attribute controls: share of the bars that get each bar-level control "
+            "(default: drawn uniformly in [0, 1] per track and control)."
+        },
+    )
+
+    @property
+    def control_ratios(self) -> tuple:
+        """``(tracks_ratio, bars_ratio)`` for ``tokenize_dataset`` (a ratio not set is drawn
+        in [0, 1]); used only when the tokenizer has attribute controls."""
+        return tuple(
+            (0.0, 1.0) if ratio is None else ratio
+            for ratio in (self.control_tracks_ratio, self.control_bars_ratio)
+        )
 
 
 @dataclass
@@ -253,7 +277,8 @@ class TokenizerArguments:
         default=None, metadata={"help": "A saved MidiTokenizer folder or Hub id."}
     )
     tokenizer_preset: str = field(
-        default="remi", metadata={"help": "remi, tsd, midilike, performance or structured."}
+        default="remi",
+        metadata={"help": "remi, tsd, midilike, performance, structured or mmm."},
     )
     tokenizer_options: dict[str, Any] | None = field(
         default=None, metadata={"help": "miditok config overrides for the preset."}

@@ -217,6 +217,7 @@ def tokenize(dataset, tokenizer, data_args: DataArguments, task: Task, train_arg
             # a stream is transposed by StreamingTrainSet, whose draws a checkpoint keeps
             transpose_semitones=0 if data_args.streaming else data_args.transpose_semitones,
             seed=train_args.seed,
+            control_ratios=data_args.control_ratios if tokenizer.attribute_controls else None,
         )
     return _select(_label_columns(tokenized, task), data_args, train_args, tokenizer)
 
