@@ -798,7 +798,7 @@ def test_infilling_rewrites_bars_of_the_upload_and_keeps_every_other_note(
     for partial in generator.stream(request, session="filler"):
         results.append(partial)
         if partial.piece is None:
-            assert "Filling bar" in partial.status
+            assert "Filling (" in partial.status and "track bars done)" in partial.status
             generator.stop("filler")
     stopped = results[-1]
     assert stopped.piece is not None and "Stopped after" in stopped.status, stopped.status
@@ -870,3 +870,12 @@ def test_control_values_from_the_page():
     assert control_value("1-3") == (1, 3) and control_value("0.5") == 0.5
     assert control_value(["C", "E"]) == ["C", "E"] and control_value(7) == 7
     assert control_value(None) is None and control_value("") is None
+
+
+def test_generations_share_the_concurrency_slots(tiny_model_dir, tmp_path):
+    demo = create_demo([str(tiny_model_dir)], output_dir=tmp_path / "out", concurrency_limit=2)
+    events = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
+    assert {"generate", "continue", "infill", "undo", "stop"} <= set(events)
+    generating = [events[name] for name in ("generate", "continue", "infill")]
+    assert {(fn.concurrency_id, fn.concurrency_limit) for fn in generating} == {("generation", 2)}
+    assert not events["stop"].queue  # Stop never waits behind the generations it stops

@@ -697,9 +697,8 @@ class _Filling:
         return split_fills(self.vocab, ids)[: self.prompt.num_holes]
 
     def progress(self, ids: list[int]) -> str:
-        return f"Filling bar {min(len(self._fills(ids)) + 1, self.prompt.num_holes)} of " + str(
-            self.prompt.num_holes
-        )
+        done = len(self._fills(ids))
+        return f"Filling ({done} of {self.prompt.num_holes} track bars done)"
 
     def _spliced(self, fills: list[list[int]]):
         from ..generation.infilling import decode_filled, splice_fills
@@ -728,7 +727,7 @@ class _Filling:
         ends = [i for i, token in enumerate(generated) if token == self.vocab.fill_end]
         complete = generated[: ends[-1] + 1] if ends else []  # the cut fill is left out
         message = (
-            f"Stopped after {len(fills)} of {self.prompt.num_holes} bars: the others keep "
+            f"Stopped after {len(fills)} of {self.prompt.num_holes} track bars: the others keep "
             "their notes."
         )
         finished = {
