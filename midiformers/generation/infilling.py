@@ -38,6 +38,10 @@ pipeline share::
   control tokens first, then the notes). Every note outside the holes is kept note for note as
   the tokenizer reads it (its onset and duration on the tokenizer's grid).
 
+While generating, the grammar's ``mmm`` rules (``generation/grammar/mmm.py``, on by default in
+the pipeline) keep the fills to this format and close them within the token budget;
+:func:`check_fills` walks the same rules over what was written.
+
 Training examples (``infilling: true`` in a recipe) are bar windows (``mode="bars"`` of
 :func:`~midiformers.data_scripts.tokenize_dataset`): consecutive whole bars of every track,
 each window a complete piece in the format above without holes; the collator
@@ -51,10 +55,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from miditok.constants import MIDI_INSTRUMENTS
 from symusic.core import ScoreTick, TrackTick
-from transformers import LogitsProcessor
 from transformers.utils import logging
 
 from ..tokenization.presets import FILL_END, FILL_START, INFILL_PLACEHOLDER
@@ -68,7 +70,6 @@ __all__ = [
     "FILL_START",
     "INFILL_PLACEHOLDER",
     "Hole",
-    "InfillLogitsProcessor",
     "InfillPrompt",
     "InfillVocabulary",
     "MmmPiece",
@@ -106,7 +107,7 @@ _KIND_OF_TOKEN = {
     FILL_START: _FILL_START,
     FILL_END: _FILL_END,
 }
-_NAMES = {_PLACEHOLDER: INFILL_PLACEHOLDER, _FILL_START: FILL_START, _FILL_END: FILL_END}
+_VELOCITY, _DURATION = 1, 2  # the value of a note part
 
 
 def check_infilling_tokenizer(tokenizer: Any) -> None:
@@ -179,6 +180,8 @@ class InfillVocabulary:
                 self.value[index] = int(value)
             if kind_name == "PitchDrum":
                 self.drum[index] = True
+            elif kind_name in ("Velocity", "Duration"):
+                self.value[index] = _VELOCITY if kind_name == "Velocity" else _DURATION
         self.position_id = np.full(max(positions) + 1, -1, dtype=np.int64)
         for value, index in positions.items():
             self.position_id[value] = index
@@ -195,15 +198,6 @@ class InfillVocabulary:
         self.use_durations = bool(config.using_note_duration_tokens)
         self.note_length = 1 + self.use_velocities + self.use_durations
         self.default_bar_positions = 4 * self.positions_per_beat
-        parts = {
-            name: [vocab[t] for t in vocab if t.partition("_")[0] == name]
-            for name in ("Pitch", "PitchDrum", "Velocity", "Duration")
-        }
-        self.pitch_ids = torch.tensor(sorted(parts["Pitch"]), dtype=torch.long)
-        self.drum_ids = torch.tensor(sorted(parts["PitchDrum"]), dtype=torch.long)
-        self.velocity_ids = torch.tensor(sorted(parts["Velocity"]), dtype=torch.long)
-        self.duration_ids = torch.tensor(sorted(parts["Duration"]), dtype=torch.long)
-        self.position_ids = torch.tensor(self.position_id, dtype=torch.long)  # by value
 
     def kind_of(self, token_id: int) -> int:
         return int(self.kind[token_id]) if 0 <= token_id < self.size else _OTHER
@@ -712,8 +706,8 @@ _OUT, _OPEN, _AFTER_POSITION, _IN_NOTE, _AFTER_NOTE, _ENDED = range(6)
 
 
 class _FillWalker:
-    """The rules of the fill section, one token at a time: what may come next, and at what
-    cost in tokens to finish every fill and ``EOS`` (shared by the checker and the processor).
+    """The rules of the fill section, one token at a time (the grammar's ``mmm`` rules apply
+    the same ones while generating; this plain walk is the reference they are checked against).
     """
 
     def __init__(
@@ -728,18 +722,9 @@ class _FillWalker:
         self.position = -1
         self.parts = 0  # tokens of the current note written
 
-    def _tail(self) -> int:
-        """Tokens needed after the current fill closes: an empty fill per hole left, EOS."""
-        return 2 * (self.num_holes - self.filled - 1) + 1
-
-    def _part_ids(self) -> torch.Tensor:
-        vocab = self.vocab
-        if self.parts == 1 and vocab.use_velocities:
-            return vocab.velocity_ids
-        return vocab.duration_ids
-
-    def _note_ids(self) -> torch.Tensor:
-        return self.vocab.drum_ids if self.drums[self.filled] else self.vocab.pitch_ids
+    def _next_part(self) -> int:
+        """The note part due after ``parts`` tokens of a note."""
+        return _VELOCITY if self.parts == 1 and self.vocab.use_velocities else _DURATION
 
     def reason(self, token: int) -> str | None:
         """Why ``token`` may not come next (``None``: it may)."""
@@ -754,7 +739,8 @@ class _FillWalker:
                 return f"expected {FILL_START} ({self.filled} of {self.num_holes} fills written)"
             return None if token == vocab.eos else f"expected EOS after the {self.num_holes} fills"
         if self.stage == _IN_NOTE:
-            return None if token in self._part_ids() else "the note is not complete"
+            due = kind == _NOTE_PART and vocab.value[token] == self._next_part()
+            return None if due else "the note is not complete"
         if kind == _NOTE and self.stage in (_AFTER_POSITION, _AFTER_NOTE):
             if bool(vocab.drum[token]) != self.drums[self.filled]:
                 track = "a drum track" if self.drums[self.filled] else "a pitched track"
@@ -791,42 +777,6 @@ class _FillWalker:
             done = self.parts >= vocab.note_length
             self.stage = _AFTER_NOTE if done else _IN_NOTE
 
-    def allowed(self, remaining: int | None) -> list[torch.Tensor]:
-        """The ids that may come next and still leave every fill and ``EOS`` within
-        ``remaining`` tokens (this one included; ``None``: no limit)."""
-        vocab = self.vocab
-        budget = float("inf") if remaining is None else remaining - 1
-        if self.stage == _ENDED:
-            return [torch.tensor([vocab.eos, vocab.pad])]
-        if self.stage == _OUT:
-            if self.filled == self.num_holes:
-                return [torch.tensor([vocab.eos])]
-            return [torch.tensor([vocab.fill_start])]
-        tail = self._tail()
-        if self.stage == _IN_NOTE:
-            return [self._part_ids()]
-        if self.stage == _AFTER_POSITION:
-            return [self._note_ids()]
-        options = [torch.tensor([vocab.fill_end])]
-        if vocab.note_length + 1 + tail <= budget:  # a Position, its note, FillBar_End
-            positions = vocab.position_ids[self.position + 1 : self.bar_positions[self.filled]]
-            options.append(positions[positions >= 0])
-        if self.stage == _AFTER_NOTE and vocab.note_length + tail <= budget:
-            options.append(self._note_ids())
-        return options
-
-    def cost(self) -> int:
-        """Fewest tokens that finish every fill and ``EOS`` from here."""
-        if self.stage == _ENDED:
-            return 0
-        if self.stage == _OUT:
-            return 2 * (self.num_holes - self.filled) + 1
-        note = {
-            _AFTER_POSITION: self.vocab.note_length,
-            _IN_NOTE: self.vocab.note_length - self.parts,
-        }
-        return note.get(self.stage, 0) + 1 + self._tail()
-
 
 def check_fills(
     vocab: InfillVocabulary, prompt: InfillPrompt, generated: Iterable[int]
@@ -860,64 +810,3 @@ def check_fills(
     for index in open_fill:
         result.errors.append(TokenError(index, "", "the fill never ends"))
     return result
-
-
-class InfillLogitsProcessor(LogitsProcessor):
-    """Keeps what a model writes after an infilling prompt to the fill rules: one fill per
-    placeholder (positions moving forward inside the bar of its meter, complete notes, drum
-    notes on drum tracks), then ``EOS``; with a budget, every fill is closed in time.
-
-    Args:
-        vocab: the tokenizer's :class:`InfillVocabulary`.
-        prompt: the :class:`InfillPrompt` being continued (its holes' meters and drum flags).
-        max_new_tokens: tokens the rows may add in all (``None``: no limit).
-
-    The prompt is the ``input_ids`` of the first call. The processor follows the rows across
-    the windows of :func:`~midiformers.generation.generate_long`, so it may be passed there as
-    a ``logits_processor``.
-    """
-
-    def __init__(
-        self, vocab: InfillVocabulary, prompt: InfillPrompt, max_new_tokens: int | None = None
-    ):
-        self.vocab = vocab
-        self.prompt = prompt
-        self.max_new_tokens = max_new_tokens
-        self._last: torch.Tensor | None = None
-        self._walkers: list[_FillWalker] = []
-        self._generated = 0
-
-    def _update(self, input_ids: torch.LongTensor) -> None:
-        """Step every row by the token sampled since the last call (the rows of a new window
-        of ``generate_long`` are the tail of the previous ones and that token)."""
-        last = self._last
-        if last is None:
-            self._walkers = [
-                _FillWalker(self.vocab, self.prompt.bar_positions, self.prompt.drums)
-                for _ in range(input_ids.shape[0])
-            ]
-        else:
-            kept = input_ids.shape[1] - 1
-            if not 0 < kept <= last.shape[1] or not torch.equal(
-                input_ids[:, :kept], last[:, last.shape[1] - kept :]
-            ):
-                raise ValueError(
-                    "InfillLogitsProcessor follows sampled or greedy rows one token at a time; "
-                    "these rows do not extend the previous ones (beam search is not supported)."
-                )
-            self._generated += 1
-            for walker, token in zip(self._walkers, input_ids[:, -1].tolist()):
-                if walker.reason(token) is None:
-                    walker.step(token)
-        self._last = input_ids.clone()
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self._update(input_ids)
-        remaining = None
-        if self.max_new_tokens is not None:
-            remaining = self.max_new_tokens - self._generated
-        allowed = torch.zeros_like(scores, dtype=torch.bool)
-        for row, walker in enumerate(self._walkers):
-            for ids in walker.allowed(remaining):
-                allowed[row, ids.to(scores.device)] = True
-        return scores.masked_fill(~allowed, -float("inf"))

@@ -24,7 +24,6 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from .controls import control_token_ids
 from .grammar import MidiGrammar
 from .infilling import (
-    InfillLogitsProcessor,
     InfillPrompt,
     InfillVocabulary,
     build_infill_prompt,
@@ -351,10 +350,7 @@ class MidiGenerationPipeline(Pipeline):
         options.setdefault("do_sample", True)
         self._condition(options, prompt)
         grammar = None
-        if use_grammar and infill is not None:
-            fill_rules = InfillLogitsProcessor(self.infill_vocabulary, infill, max_new_tokens)
-            options["logits_processor"] = [*(options.get("logits_processor") or []), fill_rules]
-        elif use_grammar:
+        if use_grammar:  # infilling: the mmm grammar writes one fill per placeholder, then EOS
             grammar = self._grammar_for(num_bars, programs, seconds, controls)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices, enabled=seed is not None):
