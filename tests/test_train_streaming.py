@@ -4,6 +4,7 @@ stream instead of replaying it."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -87,23 +88,52 @@ def assert_same_weights(a_dir: Path, b_dir: Path) -> None:
         torch.testing.assert_close(a[key], b[key], msg=key)
 
 
-def test_resumed_stream_sees_the_blocks_of_an_uninterrupted_run(tmp_path, corpus, seen_batches):
-    """Shuffle buffer, transposition and several passes over a 10-block stream: a run stopped
-    at step 4 and resumed trains on the very batches of one that never stopped."""
-    options = ["--max_train_samples", "10", "--shuffle_buffer_size", "6"]
+@pytest.mark.parametrize("workers", [0, 1, 2], ids=lambda n: f"{n}-workers")
+def test_resumed_stream_sees_the_blocks_of_an_uninterrupted_run(
+    tmp_path, corpus, seen_batches, workers
+):
+    """Shuffle buffer, transposition and several passes over a 9-block stream, read by the
+    trainer's process or by DataLoader workers (each with its own files, buffer and draws,
+    reading ahead of the trainer; with 2 workers their parts differ in length, so their passes
+    drift apart): a run stopped after step 5 (its last checkpoint between two of the workers'
+    snapshots, which come every save_steps) and resumed trains on the very batches of one that
+    never stopped."""
+    options = ["--max_train_samples", "9", "--shuffle_buffer_size", "6"]
     options += ["--transpose_semitones", "3", "--save_steps", "2", "--eval_steps", "4"]
+    options += ["--dataloader_num_workers", str(workers)]
     straight = tmp_path / "straight"
     main(streaming_args(corpus, straight, "--max_steps", "8", *options))
     uninterrupted = list(seen_batches)
     seen_batches.clear()
     resumed = tmp_path / "resumed"
-    main(streaming_args(corpus, resumed, "--max_steps", "4", *options))
+    main(streaming_args(corpus, resumed, "--max_steps", "5", *options))
+    assert (resumed / "checkpoint-5" / "data_state-0.json").is_file()
     main(streaming_args(corpus, resumed, "--max_steps", "8", *options))
     assert [step for step, _ in seen_batches] == [0, 1, 2, 3, 4, 5, 6, 7]
     assert seen_batches == uninterrupted
     blocks = [tuple(block) for _, ids in uninterrupted for block in ids]
-    assert len(set(blocks)) < len(blocks)  # the 10 blocks came round again (several passes)
+    assert len(set(blocks)) < len(blocks)  # the 9 blocks came round again (several passes)
     assert_same_weights(resumed, straight)
+
+
+def test_a_position_from_another_loader_replays_the_trained_batches(
+    tmp_path, corpus, seen_batches, caplog
+):
+    """A checkpoint whose stream position does not fit the run (here: saved with another
+    worker count) is not loaded: the run warns and reads past the batches already trained
+    on, so it does not train on them twice."""
+    options = ["--max_train_samples", "10", "--shuffle_buffer_size", "1"]
+    main(streaming_args(corpus, tmp_path / "straight", "--max_steps", "6", *options))
+    uninterrupted = list(seen_batches)
+    seen_batches.clear()
+    out = tmp_path / "resumed"
+    main(streaming_args(corpus, out, "--max_steps", "4", "--dataloader_num_workers", "1", *options))
+    seen_batches.clear()
+    with caplog.at_level(logging.WARNING, logger="midiformers.train"):
+        main(streaming_args(corpus, out, "--max_steps", "6", *options))
+    assert "cannot continue" in caplog.text and "'num_workers': 1" in caplog.text
+    assert "reads past the 4 batches" in caplog.text
+    assert seen_batches == uninterrupted[4:]
 
 
 def test_two_processes_read_disjoint_parts_that_cover_the_stream(corpus):
@@ -253,15 +283,34 @@ def test_a_stream_position_is_only_loaded_into_the_same_setup(tmp_path):
         lambda: ({"input_ids": [i, i]} for i in range(10))
     )
     saved = StreamingTrainSet(stream, seed=0, buffer_size=4, part=(0, 2))
-    taken = iter(saved)
+    taken = iter(saved.dataloader(batch_size=1, collate_fn=lambda rows: rows[0]))
     first = [next(taken) for _ in range(3)]
     saved.save(str(tmp_path / "state.json"))
     rest = [next(taken) for _ in range(12)]  # on into the next pass
     same = StreamingTrainSet(stream, seed=0, buffer_size=4, part=(0, 2))
-    same.load(str(tmp_path / "state.json"))
-    again = iter(same)
+    same.load(str(tmp_path / "state.json"), num_workers=0, batch_size=1)
+    again = iter(same.dataloader(batch_size=1, collate_fn=lambda rows: rows[0]))
     assert [next(again) for _ in range(12)] == rest and first
-    for other in (dict(part=(0, 1)), dict(part=(0, 2), buffer_size=8)):
+    others = [dict(part=(0, 1)), dict(part=(0, 2), buffer_size=8)]
+    others += [dict(part=(0, 2), num_workers=1), dict(part=(0, 2), batch_size=2)]
+    for other in others:
+        loader = {
+            "num_workers": other.pop("num_workers", 0),
+            "batch_size": other.pop("batch_size", 1),
+        }
         options = {"seed": 0, "buffer_size": 4, **other}
         with pytest.raises(ValueError, match="saved with"):
-            StreamingTrainSet(stream, **options).load(str(tmp_path / "state.json"))
+            StreamingTrainSet(stream, **options).load(str(tmp_path / "state.json"), **loader)
+
+
+def test_more_workers_than_files_leaves_the_extra_workers_idle():
+    """A worker without a file of its own ends quietly; the others' passes go on."""
+    from midiformers.training.streaming import StreamingTrainSet
+
+    stream = datasets.IterableDataset.from_generator(
+        lambda shards: ({"input_ids": [shard, shard]} for shard in shards),
+        gen_kwargs={"shards": [1, 2]},
+    )
+    train = StreamingTrainSet(stream, seed=0, buffer_size=1)
+    batches = iter(train.dataloader(batch_size=1, collate_fn=lambda rows: rows[0], num_workers=3))
+    assert [next(batches)["input_ids"][0] for _ in range(6)] == [1, 2, 1, 2, 1, 2]

@@ -46,7 +46,13 @@ from .checkpoints import checkpoint_problem, last_complete_checkpoint
 from .infilling import DataCollatorForInfilling
 from .lora import apply_lora, lora_settings
 from .metrics import argmax_logits, causal_lm_metrics, classification_metrics, perplexity
-from .streaming import StreamingTrainSet, bounded_eval_set, data_state_file
+from .streaming import (
+    StreamingTrainSet,
+    bounded_eval_set,
+    data_state_file,
+    resume_stream,
+    stream_snapshot_interval,
+)
 
 logger = logging.getLogger("midiformers.train")
 
@@ -107,30 +113,29 @@ class MidiTrainer(Trainer):
             self.compute_loss_func = smoothed_causal_loss
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
-        """A streamed training set gets a plain ``DataLoader``: each process already reads its
-        own part, and accelerate's wrappers would split it again (dropping blocks) or read
-        ahead of the trainer (so a checkpoint could not say which blocks were trained on)."""
+        """A streamed training set gets its own ``StatefulDataLoader``: each process already
+        reads its own part, and accelerate's wrappers would split it again (dropping blocks) or
+        read ahead of the trainer (so a checkpoint could not say which blocks were trained on)."""
         if not isinstance(self.train_dataset, StreamingTrainSet):
             return super().get_train_dataloader()
-        workers = self.args.dataloader_num_workers
-        return torch.utils.data.DataLoader(
-            self.train_dataset,
+        args, workers = self.args, self.args.dataloader_num_workers
+        return self.train_dataset.dataloader(
             batch_size=self._train_batch_size,
             collate_fn=self._get_collator_with_removed_columns(self.data_collator, "training"),
             num_workers=workers,
-            pin_memory=self.args.dataloader_pin_memory,
-            persistent_workers=bool(workers) and self.args.dataloader_persistent_workers,
-            prefetch_factor=self.args.dataloader_prefetch_factor if workers else None,
+            snapshot_every=stream_snapshot_interval(args),
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=bool(workers) and args.dataloader_persistent_workers,
+            prefetch_factor=args.dataloader_prefetch_factor if workers else None,
         )
 
     def _save_rng_state(self, output_dir: str) -> None:
         """Also save where this process' training stream stands (before ``trainer_state.json``,
         the file that marks a checkpoint complete)."""
         super()._save_rng_state(output_dir)
-        stream = self.train_dataset
-        if isinstance(stream, StreamingTrainSet) and self.args.dataloader_num_workers == 0:
+        if isinstance(self.train_dataset, StreamingTrainSet):
             os.makedirs(output_dir, exist_ok=True)
-            stream.save(data_state_file(output_dir, self.args.process_index))
+            self.train_dataset.save(data_state_file(output_dir, self.args.process_index))
 
     def evaluation_loop(self, *args, **kwargs):
         output = super().evaluation_loop(*args, **kwargs)
@@ -606,25 +611,8 @@ def _resume_stream(train_set, resume_from: str | None, train_args: MidiTrainingA
     """Continue a streamed run where its checkpoint stopped instead of replaying the stream."""
     if resume_from is None or not isinstance(train_set, StreamingTrainSet):
         return
-    path = data_state_file(resume_from, train_args.process_index)
-    problem = None
-    if not os.path.isfile(path):
-        problem = f"no {os.path.basename(path)}: saved only with dataloader_num_workers 0"
-    else:
-        try:
-            train_set.load(path)
-        except (ValueError, KeyError, json.JSONDecodeError) as error:
-            problem = str(error)
-    if problem:
-        logger.warning(
-            "The training stream cannot continue from %s (%s): it restarts, and the trainer "
-            "skips the batches already trained on",
-            resume_from,
-            problem,
-        )
-        return
-    train_args.ignore_data_skip = True  # the stream itself starts after the trained blocks
-    logger.info("The training stream continues where %s stopped", resume_from)
+    train_args.ignore_data_skip = True  # the stream continues itself, or replays
+    resume_stream(train_set, resume_from, train_args)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
