@@ -12,6 +12,7 @@ import random
 import datasets
 import numpy as np
 import pytest
+import torch
 from miditok.utils import get_bars_ticks
 from test_generation_grammar import sample_random
 from test_generation_pipeline import GPT, tiny_model
@@ -30,7 +31,12 @@ from midiformers.generation import (
     check_sequence,
     control_token_ids,
 )
-from midiformers.generation.controls import check_control, measure_controls, read_controls
+from midiformers.generation.controls import (
+    bars_per_track,
+    check_control,
+    measure_controls,
+    read_controls,
+)
 from midiformers.generation.pipeline import MidiGenerationPipeline
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -159,6 +165,26 @@ def test_random_logits_write_the_asked_controls(mmm, asked, max_bars):
         assert check.is_valid, check.errors[:3]
         bars += assert_controls_everywhere(mmm, row, track_ids, bar_ids)
     assert bars > 0 and processor.num_fallbacks == 0
+
+
+@pytest.mark.parametrize("max_bars", [1, 4])
+@pytest.mark.parametrize("slack", [0, 3, 12])
+def test_tight_budgets_still_close_every_track(mmm, max_bars, slack):
+    """With the fewest tokens that can reach the last bar (plus a little), every row still
+    writes its controls, reaches bar N of each track and closes it: the grammar's costs count
+    the controls it forces."""
+    grammar = MidiGrammar.for_tokenizer(mmm).with_controls(*control_token_ids(mmm, **ASKED))
+    grammar = grammar.with_max_bars(max_bars)
+    state = grammar.initial_state(1, torch.device("cpu"))
+    grammar.advance(state, torch.tensor([mmm.bos_token_id]))
+    budget = int(grammar.completion_cost(state)) + slack
+    processor = MidiGrammarLogitsProcessor(grammar, max_new_tokens=budget)
+    batch = sample_random(mmm, processor, 16, budget, seed=slack)
+    for row in batch.tolist():
+        assert check_sequence(mmm, row).is_valid
+        assert bars_per_track(mmm, row) and set(bars_per_track(mmm, row)) == {max_bars}
+        assert assert_controls_everywhere(mmm, row, *control_token_ids(mmm, **ASKED)) > 0
+    assert processor.num_fallbacks == 0
 
 
 def test_without_controls_no_control_token_is_written(mmm):

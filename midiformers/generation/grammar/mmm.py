@@ -125,15 +125,15 @@ class MmmRules(RemiRules):
         for kind in ("TimeSig", "Tempo", "Position", "Duration"):  # where a track may stop
             if kind in graph:
                 graph[kind].add(TRACK_END)
-        for kind in ("TimeSig", "Tempo"):  # bar controls and placeholders: after the prefix
+        for kind in ("TimeSig", "Tempo"):  # bar controls come after the bar's prefix
             if kind in graph:
-                graph[kind] |= {AC_BAR, INFILL}
+                graph[kind].add(AC_BAR)
         graph["Duration"].add(FILL_END)
         graph[TRACK_START] = {"Program"}
         graph["Program"] = {AC_TRACK, "Bar"}
         graph[AC_TRACK] = {AC_TRACK, "Bar"}
-        graph[AC_BAR] = {AC_BAR, "Position", INFILL}
-        graph[INFILL] = {"Bar", TRACK_END}
+        graph[AC_BAR] = {AC_BAR, "Position"}
+        graph[INFILL] = {"Bar", TRACK_END}  # only ever read (in prompts): no way into it
         graph[FILL_START] = {"Position", FILL_END}
         graph[TRACK_END] = set()  # what follows a track or a fill depends on the registers
         graph[FILL_END] = set()
