@@ -162,7 +162,8 @@ class MidiGrammar:
         too much for the notes still sounding is refused.
 
         Raises:
-            UnsupportedGrammarError: the scheme has no Bar tokens (only REMI has them).
+            UnsupportedGrammarError: the scheme has no Bar tokens (only REMI and MMM have
+                them; MMM counts the bars of each track).
             ValueError: ``max_bars`` is not a positive integer.
         """
         if max_bars is not None:
