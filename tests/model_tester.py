@@ -24,8 +24,10 @@ from transformers import (
     TrainingArguments,
     default_data_collator,
 )
+from transformers.integrations.tensor_parallel import ALL_PARALLEL_STYLES
 
 import midiformers  # noqa: F401  (registers the Auto classes)
+from midiformers.modeling._layers import RelativePositionEmbedding
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -602,6 +604,102 @@ class CausalLMTesterMixin(ModelTesterMixin):
         uncached = self.generate(model, prompt, use_cache=False, **beams)
         assert cached.shape == (2, 22)
         assert torch.equal(cached, uncached)
+
+    # ------------------------------------------------------------- parallelism
+
+    parallel_variants: tuple[dict, ...] = ({},)
+    """Config overrides whose tensor-parallel plans differ; each is split for real."""
+
+    def split_model(self, variant: dict):
+        """The tiny model of ``variant``, skipping models that declare no tensor-parallel plan."""
+        if not self.get_config(**variant).base_model_tp_plan:
+            pytest.skip(
+                f"{self.model_class.__name__} declares no tensor-parallel plan: a recurrence has "
+                "no heads or feed-forward width to split"
+            )
+        return self.make_model(**variant)
+
+    def test_tp_plan_names_real_modules(self):
+        """Every rule of the plan names a parameter or module of the model (no typo, no rule
+        for another variant), with a style transformers knows."""
+        for variant in self.parallel_variants:
+            model = self.split_model(variant)
+            plan = model.tp_plan
+            names = {layer_wildcard(name) for name, _ in model.named_parameters()}
+            names |= {layer_wildcard(name) for name, _ in model.named_modules()}
+            assert set(plan) - names == set(), variant
+            assert set(plan.values()) <= set(ALL_PARALLEL_STYLES), variant
+
+    def test_tp_plan_splits_every_attention_and_feed_forward(self):
+        """q/k/v split by output rows, o_proj by input columns, each feed-forward likewise, so
+        every block needs one all-reduce per residual branch; per-head relative embeddings go
+        with their heads and a shared table stays whole with its gradient summed."""
+        for variant in self.parallel_variants:
+            model = self.split_model(variant)
+            plan = model.tp_plan
+            split = 0
+            for name, module in model.named_modules():
+                generic = layer_wildcard(name)
+                if all(hasattr(module, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj")):
+                    styles = [plan.get(f"{generic}.{p}") for p in ("q_proj", "k_proj", "v_proj")]
+                    assert styles == ["colwise"] * 3, (name, styles)
+                    assert plan.get(f"{generic}.o_proj") == "rowwise", name
+                    split += 1
+                if hasattr(module, "fc_in") and hasattr(module, "fc_out"):
+                    assert plan.get(f"{generic}.fc_in") == "colwise", name
+                    assert plan.get(f"{generic}.fc_out") == "rowwise", name
+                    split += 1
+                if isinstance(module, RelativePositionEmbedding):
+                    if model.config.shared_relative_embeddings:
+                        assert plan.get(generic) == "replicated_with_grad_allreduce", name
+                    else:
+                        assert plan.get(f"{generic}.weight") == "embedding_colwise", name
+                        assert plan.get(generic) == "local_params", name
+            assert split >= 2 * model.config.num_hidden_layers, variant
+
+    @pytest.mark.slow
+    def test_tensor_and_pipeline_parallel_match_one_process(self, tmp_path):
+        """transformers' own tensor parallelism (``DistributedConfig(tp_size=2)``) and, where the
+        model declares a pipeline plan, its pipeline parallelism (``pp_size=2``), run on two CPU
+        processes (gloo): left-padded logits, every gradient and greedy tokens (dynamic and
+        static cache) equal those of the whole model in one process."""
+        for variant in self.parallel_variants:
+            self.split_model(variant)
+        if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+            pytest.skip("torch.distributed with the gloo backend is not available")
+        names = []
+        for index, variant in enumerate(self.parallel_variants):
+            self.make_model(seed=index, **variant).save_pretrained(tmp_path / f"model_{index}")
+            names.append(f"model_{index}")
+        rows = [random_ids(1, n, self.vocab_size, seed=n)[0] for n in (7, 4)]
+        ids, mask = left_pad(rows)
+        inputs = {
+            "forward": self.model_inputs(2, 9),
+            "prompt": {"input_ids": ids, "attention_mask": mask},
+        }
+        torch.save(inputs, tmp_path / "inputs.pt")
+        spec = {"auto_class": self.auto_class_name, "models": names, "new_tokens": 8}
+        (tmp_path / "spec.json").write_text(json.dumps(spec))
+        worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "parallel_worker.py")
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        command += ["--nproc-per-node", "2", worker, str(tmp_path)]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+        result = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=600, check=False
+        )
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        for rank in (0, 1):
+            reports = json.loads((tmp_path / f"result_{rank}.json").read_text())
+            assert [r["model"] for r in reports] == names
+            for report, variant in zip(reports, self.parallel_variants):
+                assert report["problems"] == [], (variant, report["problems"])
+                assert report["pipeline"] == bool(self.get_config(**variant).base_model_pp_plan)
+
+
+def layer_wildcard(name: str) -> str:
+    """A parameter or module name with its layer numbers as ``*``, the way parallel plans
+    name them (``model.layers.3.mlp.fc_in`` -> ``model.layers.*.mlp.fc_in``)."""
+    return ".".join("*" if part.isdigit() else part for part in name.split("."))
 
 
 class RotaryTesterMixin:

@@ -272,6 +272,7 @@ class TestMidiConformer(RotaryTesterMixin, CausalLMTesterMixin):
 
 class TestMidiConformerRelative(TestMidiConformer):
     attention_type = "relative"
+    parallel_variants = ({}, {"shared_relative_embeddings": True})
     invalid_configs = [
         *TestMidiConformer.invalid_configs,
         ({"attention_type": "relative", "max_relative_position": 0}, "max_relative_position"),

@@ -177,3 +177,19 @@ def test_resize_position_embeddings_keeps_learned_rows():
     assert rotary.get_position_embeddings() is None
     with pytest.raises(ValueError, match="rotary"):
         rotary.resize_position_embeddings(16)
+
+
+def test_heads_that_do_not_split_evenly_are_refused():
+    """Tensor parallelism splits q/k/v by rows: with 3 heads on 2 processes a process holds
+    1.5 heads, which must fail with the reason rather than a shape error deep in a view."""
+    model = MidiGPTForCausalLM(
+        MidiGPTConfig(vocab_size=40, hidden_size=24, num_hidden_layers=1, num_attention_heads=3)
+    ).eval()
+    attention = model.model.layers[0].self_attn
+    for name in ("q_proj", "k_proj", "v_proj"):  # what "colwise" leaves the first process
+        whole = getattr(attention, name)
+        half = torch.nn.Linear(24, 12)
+        half.load_state_dict({"weight": whole.weight[:12], "bias": whole.bias[:12]})
+        setattr(attention, name, half)
+    with pytest.raises(ValueError, match="multiple of the number of processes"):
+        model(input_ids=random_ids(1, 5, 40))

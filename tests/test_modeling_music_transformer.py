@@ -68,6 +68,8 @@ class TestMusicTransformer(CausalLMTesterMixin):
         ({"shared_relative_embeddings": "yes"}, "shared_relative_embeddings"),
     ]
 
+    parallel_variants = ({}, {"shared_relative_embeddings": True})
+
     def get_config(self, **overrides):
         # max_relative_position below the generated lengths, so clipping is exercised everywhere.
         return tiny_config(**{"vocab_size": self.vocab_size, **overrides})
@@ -92,7 +94,7 @@ def test_skew_equals_naive_gather(query_length, key_length, max_distance, relati
     heads, head_dim = 3, 8
     query = torch.randn(2, heads, query_length, head_dim, generator=generator)
     table = torch.randn(max_distance + 1, relative_heads * head_dim, generator=generator)
-    embeddings = relative_embeddings_by_distance(table, key_length, relative_heads, max_distance)
+    embeddings = relative_embeddings_by_distance(table, key_length, head_dim, max_distance)
     assert embeddings.shape == (relative_heads, key_length, head_dim)
     skewed = skew_relative_logits(torch.matmul(query, embeddings.transpose(-1, -2)))
     expected = naive_relative_logits(query, table, key_length, max_distance)

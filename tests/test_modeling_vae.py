@@ -368,3 +368,17 @@ def test_conditioned_samples_are_recognised_well_above_chance():
     assert report.conditioning_accuracy >= 0.85, report.to_markdown()
     assert report.conditioning_confusion.sum() == 32
     assert "conditioning_accuracy" in report.to_markdown()
+
+
+def test_later_pipeline_stage_refuses_to_encode_hidden_states():
+    """transformers' pipeline split feeds a later stage the previous stage's hidden states as
+    ``inputs_embeds``: encoding them as a piece would be silently wrong, so a latent is needed."""
+    from transformers.distributed.pipeline_parallel import PipelineIdentityLayer
+
+    model = TestMidiVAE().make_model()
+    model.model.layers[0] = PipelineIdentityLayer()  # what the split does on stage 2 of 2
+    hidden = torch.randn(2, 5, model.config.hidden_size)
+    with pytest.raises(ValueError, match="later pipeline-parallel stage"):
+        model(inputs_embeds=hidden)
+    latent = torch.zeros(2, model.config.latent_size)
+    assert model(inputs_embeds=hidden, latent=latent).logits.shape[:2] == (2, 5)

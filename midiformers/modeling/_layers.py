@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.distributed.pipeline_parallel import PipelineIdentityLayer
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import (
     GenericForQuestionAnswering,
@@ -162,19 +163,36 @@ def attention_function(config) -> Callable:
     )
 
 
+def split_heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """``(..., length, heads * head_dim) -> (..., heads, length, head_dim)``.
+
+    The head count is read from the tensor, never from the config: under tensor parallelism the
+    q/k/v projections are split by output rows (``"colwise"``), so each process holds only its
+    share of the heads, as in transformers' Llama.
+    """
+    if x.shape[-1] % head_dim:
+        raise ValueError(
+            f"the attention projection gives {x.shape[-1]} features, not a whole number of heads "
+            f"of {head_dim}: with tensor parallelism, num_attention_heads must be a multiple of "
+            "the number of processes"
+        )
+    return x.view(*x.shape[:-1], -1, head_dim).transpose(-3, -2)
+
+
 class MidiSelfAttention(nn.Module):
     """Multi-head self-attention with an optional rotary embedding and a KV cache.
 
     The backend is transformers' attention interface: ``attn_implementation`` = ``"eager"``
     (returns the weights), ``"sdpa"``, ``"flex_attention"`` or a flash kernel where installed.
-    Returns ``(output, weights)``; the weights are None except with eager attention.
+    Returns ``(output, weights)``; the weights are None except with eager attention. The head
+    count follows the projections' outputs, so the module runs unchanged on the heads that
+    tensor parallelism gives one process (q/k/v ``"colwise"``, ``o_proj`` ``"rowwise"``).
     """
 
     def __init__(self, config, layer_idx: int, use_rotary: bool = False, is_causal: bool = True):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
-        self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.scaling = self.head_dim**-0.5
         self.attention_dropout = config.attention_dropout
@@ -186,9 +204,6 @@ class MidiSelfAttention(nn.Module):
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=bias)
         self.use_rotary = use_rotary
 
-    def _shape(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(*x.shape[:-1], self.num_heads, self.head_dim).transpose(1, 2)
-
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -198,9 +213,9 @@ class MidiSelfAttention(nn.Module):
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
-        query = self._shape(self.q_proj(hidden_states))
-        key = self._shape(self.k_proj(hidden_states))
-        value = self._shape(self.v_proj(hidden_states))
+        query = split_heads(self.q_proj(hidden_states), self.head_dim)
+        key = split_heads(self.k_proj(hidden_states), self.head_dim)
+        value = split_heads(self.v_proj(hidden_states), self.head_dim)
         if self.use_rotary:
             cos, sin = position_embeddings
             query = apply_rotary(query, cos, sin)
@@ -222,15 +237,33 @@ class MidiSelfAttention(nn.Module):
 
 
 def relative_embeddings_by_distance(
-    table: torch.Tensor, key_length: int, num_heads: int, max_distance: int
+    table: torch.Tensor, key_length: int, head_dim: int, max_distance: int
 ) -> torch.Tensor:
-    """Gather ``(num_heads, key_length, head_dim)`` relative embeddings for distances
-    ``key_length - 1, ..., 1, 0`` from a ``(max_distance + 1, num_heads * head_dim)`` table,
-    clipping distances beyond ``max_distance``. Costs O(L·D) memory, never O(L²·D).
+    """Gather ``(heads, key_length, head_dim)`` relative embeddings for distances
+    ``key_length - 1, ..., 1, 0`` from a ``(distances, heads * head_dim)`` table whose row ``d``
+    holds distance ``d``, clipping distances beyond ``max_distance`` (the table needs
+    ``min(key_length, max_distance + 1)`` rows). The head count is the table's width over
+    ``head_dim``. Costs O(L·D) memory, never O(L²·D).
     """
     distances = torch.arange(key_length - 1, -1, -1, device=table.device).clamp(max=max_distance)
-    embeddings = table[distances].view(key_length, num_heads, -1)
+    embeddings = table[distances].view(key_length, -1, head_dim)
     return embeddings.transpose(0, 1)
+
+
+class RelativePositionEmbedding(nn.Embedding):
+    """The learned relative-position table of one attention layer: row ``d`` holds distance
+    ``d`` (``0 .. max_relative_position``), ``heads * head_dim`` wide in the heads' order of the
+    q/k/v projections, or ``head_dim`` wide when the heads share it.
+
+    ``forward(num_distances)`` returns the rows of distances ``0 .. num_distances - 1`` (a view,
+    no copy). The attention reads the table through this call, not through ``.weight``, so that
+    under tensor parallelism transformers' ``"local_params"`` style hands each process the
+    columns of its own heads (the per-head table is split by columns, ``"embedding_colwise"``,
+    like the heads). An ``nn.Embedding`` so that transformers initialises it like one.
+    """
+
+    def forward(self, num_distances: int) -> torch.Tensor:
+        return self.weight[:num_distances]
 
 
 def skew_relative_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -264,6 +297,10 @@ class RelativeSelfAttention(nn.Module):
     Config fields read: ``hidden_size``, ``num_attention_heads``, ``attention_dropout``,
     ``max_relative_position`` (defaults to ``max_position_embeddings``) and optionally
     ``shared_relative_embeddings`` and ``attention_bias``.
+
+    Like :class:`MidiSelfAttention`, the head count follows the tensors: under tensor
+    parallelism a process holds its heads' q/k/v rows and, for per-head relative embeddings,
+    the same heads' columns of the table (a shared table stays whole on every process).
     """
 
     is_causal = True
@@ -272,7 +309,6 @@ class RelativeSelfAttention(nn.Module):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
-        self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.scaling = self.head_dim**-0.5
         self.attention_dropout = config.attention_dropout
@@ -280,18 +316,15 @@ class RelativeSelfAttention(nn.Module):
             config, "max_relative_position", config.max_position_embeddings
         )
         shared = getattr(config, "shared_relative_embeddings", False)
-        self.num_relative_heads = 1 if shared else self.num_heads
+        num_relative_heads = 1 if shared else config.num_attention_heads
         bias = getattr(config, "attention_bias", True)
         self.q_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=bias)
         self.k_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=bias)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=bias)
-        self.relative_embeddings = nn.Embedding(
-            self.max_relative_position + 1, self.num_relative_heads * self.head_dim
+        self.relative_embeddings = RelativePositionEmbedding(
+            self.max_relative_position + 1, num_relative_heads * self.head_dim
         )
-
-    def _shape(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(*x.shape[:-1], self.num_heads, self.head_dim).transpose(1, 2)
 
     def relative_logits(
         self,
@@ -308,9 +341,9 @@ class RelativeSelfAttention(nn.Module):
         """
         if query_offset is None and query.shape[-2] > 1:
             embeddings = relative_embeddings_by_distance(
-                self.relative_embeddings.weight,
+                self.relative_embeddings(min(key_length, self.max_relative_position + 1)),
                 key_length,
-                self.num_relative_heads,
+                self.head_dim,
                 self.max_relative_position,
             )
             return skew_relative_logits(self._per_head_matmul(query, embeddings))
@@ -323,8 +356,8 @@ class RelativeSelfAttention(nn.Module):
     ) -> torch.Tensor:
         """One dot product per distance, then a gather per (query, key) pair."""
         num_distances = min(key_length, self.max_relative_position + 1)
-        table = self.relative_embeddings.weight[:num_distances]
-        table = table.view(num_distances, self.num_relative_heads, self.head_dim).transpose(0, 1)
+        table = self.relative_embeddings(num_distances)
+        table = table.view(num_distances, -1, self.head_dim).transpose(0, 1)
         by_distance = self._per_head_matmul(query, table)
         query_slots = torch.arange(query.shape[-2], device=query.device) + query_offset
         distances = query_slots[:, None] - torch.arange(key_length, device=query.device)
@@ -352,9 +385,9 @@ class RelativeSelfAttention(nn.Module):
                 "use 'eager', 'sdpa' or 'flex_attention'"
             )
         input_shape = hidden_states.shape[:-1]
-        query = self._shape(self.q_proj(hidden_states))
-        key = self._shape(self.k_proj(hidden_states))
-        value = self._shape(self.v_proj(hidden_states))
+        query = split_heads(self.q_proj(hidden_states), self.head_dim)
+        key = split_heads(self.k_proj(hidden_states), self.head_dim)
+        value = split_heads(self.v_proj(hidden_states), self.head_dim)
         query_offset = None
         if cache is not None:
             query_offset = cache.get_seq_length(self.layer_idx)
@@ -391,6 +424,24 @@ class DecoderInputs:
     past_length: int | torch.Tensor
     attention_mask: torch.Tensor | None
     padding_mask: torch.Tensor | None
+
+
+def is_later_pipeline_stage(model: nn.Module) -> bool:
+    """Whether transformers' pipeline parallelism (``DistributedConfig(pp_size=...)``) made this
+    process a stage after the first: its split replaces the layers of other stages by
+    ``PipelineIdentityLayer`` (the first stage always keeps layer 0) and feeds a later stage the
+    previous stage's hidden states as ``inputs_embeds``, where no embedding may be added again.
+    """
+    return isinstance(model.layers[0], PipelineIdentityLayer)
+
+
+def first_local_layer(model: nn.Module) -> int:
+    """Index of the first layer this process runs: 0, or the first layer of its stage under
+    transformers' pipeline parallelism, where the cache fills only the layers a stage runs."""
+    for index, layer in enumerate(model.layers):
+        if not isinstance(layer, PipelineIdentityLayer):
+            return index
+    return 0
 
 
 def embed_inputs(
@@ -430,6 +481,8 @@ def prepare_decoder(
     prepares for a static cache: a 4-D mask, or a dict of masks per layer type (hybrid caches).
     The masks come from transformers' ``create_causal_mask`` for the configured attention
     backend, with no data-dependent Python branch, so the step compiles with ``fullgraph=True``.
+    The cache's past length is read from the first layer this process runs (a later
+    pipeline-parallel stage fills no other).
     """
     inputs_embeds = embed_inputs(model, input_ids, inputs_embeds)
     batch, length = inputs_embeds.shape[:2]
@@ -437,7 +490,8 @@ def prepare_decoder(
         cache = None
     elif cache is None:
         cache = DynamicCache(config=model.config)
-    past_length = cache.get_seq_length() if cache is not None else 0
+    layer_idx = first_local_layer(model)
+    past_length = cache.get_seq_length(layer_idx) if cache is not None else 0
     given_mask = attention_mask
     if isinstance(attention_mask, dict):
         given_mask = None
@@ -461,6 +515,7 @@ def prepare_decoder(
             attention_mask=attention_mask,
             cache=cache,
             position_ids=position_ids,
+            layer_idx=layer_idx or None,  # None: transformers' choice of layer
         )
         # Unlike create_recurrent_attention_mask, keep single tokens: a step may be padding.
         padding_mask = None if attention_mask is None else attention_mask[:, -length:]

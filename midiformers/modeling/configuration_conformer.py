@@ -63,6 +63,23 @@ class MidiConformerConfig(RopeParametersMixin, PreTrainedConfig):
         layer_types (`list[str]`, *optional*): cache layout per block; always `"hybrid"` (a KV
             cache plus a convolution state), filled in automatically.
 
+    Parallelism (`distributed_config=DistributedConfig(tp_size=...)` or `pp_size=...` in
+    `from_pretrained`, as for Llama): `base_model_tp_plan` splits every block's attention by
+    heads (q/k/v `"colwise"`, `o_proj` `"rowwise"`; `num_attention_heads` must divide by the
+    number of processes) and both half-step feed-forwards by width (`fc_in` `"colwise"`,
+    `fc_out` `"rowwise"`). With `"relative"` attention, per-head relative embeddings are split
+    by columns with their heads (`"embedding_colwise"`, read through `"local_params"`); a shared
+    table stays whole, its gradients summed over the processes' heads
+    (`"replicated_with_grad_allreduce"`). The convolution module stays whole on every process
+    (with its cache): `pointwise_in` could be split as a packed GLU pair and the depthwise
+    convolution with its channels, but the LayerNorm after the convolution normalises over all
+    channels, so any split needs a gather inside the module, two collectives per block where
+    the rest of the block needs three, to share its `3 * hidden_size**2` weights (about an
+    eighth of a block with the default sizes). transformers adds the vocabulary split of
+    `embed_tokens` and the model that of `lm_head`.
+    `base_model_pp_plan` names the pipeline stages: embeddings and blocks (each block ends
+    with its own LayerNorm; there is no final norm).
+
     Example:
 
     ```python
@@ -73,6 +90,10 @@ class MidiConformerConfig(RopeParametersMixin, PreTrainedConfig):
 
     model_type = "midiformers_conformer"
     keys_to_ignore_at_inference = ["cache"]
+    base_model_pp_plan = {
+        "embed_tokens": (["input_ids"], ["inputs_embeds"]),
+        "layers": (["hidden_states", "attention_mask"], ["hidden_states"]),
+    }
 
     vocab_size: int = positive_int(default=512)
     hidden_size: int = positive_int(default=256)
@@ -103,6 +124,27 @@ class MidiConformerConfig(RopeParametersMixin, PreTrainedConfig):
         if self.layer_types is None:
             self.layer_types = ["hybrid"] * self.num_hidden_layers
         super().__post_init__(**kwargs)
+
+    @property
+    def base_model_tp_plan(self) -> dict[str, str]:
+        """Tensor-parallel plan (see the class docstring): per-head relative embeddings, when the
+        attention has them, are split with the heads."""
+        plan = {
+            "layers.*.ffn_in.fc_in": "colwise",
+            "layers.*.ffn_in.fc_out": "rowwise",
+            "layers.*.self_attn.q_proj": "colwise",
+            "layers.*.self_attn.k_proj": "colwise",
+            "layers.*.self_attn.v_proj": "colwise",
+            "layers.*.self_attn.o_proj": "rowwise",
+            "layers.*.ffn_out.fc_in": "colwise",
+            "layers.*.ffn_out.fc_out": "rowwise",
+        }
+        if self.attention_type == "relative" and self.shared_relative_embeddings:
+            plan["layers.*.self_attn.relative_embeddings"] = "replicated_with_grad_allreduce"
+        elif self.attention_type == "relative":
+            plan["layers.*.self_attn.relative_embeddings.weight"] = "embedding_colwise"
+            plan["layers.*.self_attn.relative_embeddings"] = "local_params"
+        return plan
 
     def validate_architecture(self):
         """Cross-field rules (ranges are on the fields): heads, rotary head size, token ids, and

@@ -51,6 +51,14 @@ class MidiGPTConfig(RopeParametersMixin, PreTrainedConfig):
         layer_norm_eps (`float`, defaults to 1e-5): epsilon of the LayerNorms.
         tie_word_embeddings (`bool`, defaults to `True`): share the input embedding and LM head.
 
+    Parallelism (`distributed_config=DistributedConfig(tp_size=...)` or `pp_size=...` in
+    `from_pretrained`, as for Llama): `base_model_tp_plan` splits every block's attention by
+    heads (q/k/v `"colwise"`, `o_proj` `"rowwise"`; `num_attention_heads` must divide by the
+    number of processes) and its feed-forward by width (`fc_in` `"colwise"`, `fc_out`
+    `"rowwise"`); transformers adds the vocabulary split of `embed_tokens` and the model that of
+    `lm_head`. The LayerNorms and the learned position table are small and stay whole on every
+    process. `base_model_pp_plan` names the pipeline stages: embeddings, blocks, final norm.
+
     Example:
 
     ```python
@@ -62,6 +70,19 @@ class MidiGPTConfig(RopeParametersMixin, PreTrainedConfig):
 
     model_type = "midiformers_gpt"
     keys_to_ignore_at_inference = ["cache"]
+    base_model_tp_plan = {
+        "layers.*.self_attn.q_proj": "colwise",
+        "layers.*.self_attn.k_proj": "colwise",
+        "layers.*.self_attn.v_proj": "colwise",
+        "layers.*.self_attn.o_proj": "rowwise",
+        "layers.*.mlp.fc_in": "colwise",
+        "layers.*.mlp.fc_out": "rowwise",
+    }
+    base_model_pp_plan = {
+        "embed_tokens": (["input_ids"], ["inputs_embeds"]),
+        "layers": (["hidden_states", "attention_mask"], ["hidden_states"]),
+        "norm": (["hidden_states"], ["hidden_states"]),
+    }
 
     vocab_size: int = positive_int(default=512)
     hidden_size: int = positive_int(default=512)

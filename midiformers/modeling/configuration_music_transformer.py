@@ -52,6 +52,19 @@ class MusicTransformerConfig(PreTrainedConfig):
         layer_norm_eps (`float`, defaults to 1e-6): epsilon of the LayerNorms.
         tie_word_embeddings (`bool`, defaults to `True`): share the input embedding and LM head.
 
+    Parallelism (`distributed_config=DistributedConfig(tp_size=...)` or `pp_size=...` in
+    `from_pretrained`, as for Llama): `base_model_tp_plan` splits every block's attention by
+    heads (q/k/v `"colwise"`, `o_proj` `"rowwise"`; `num_attention_heads` must divide by the
+    number of processes) and its feed-forward by width (`fc_in` `"colwise"`, `fc_out`
+    `"rowwise"`). Per-head relative embeddings are split by columns with their heads
+    (`"embedding_colwise"`, read through `"local_params"`), so each process adds the relative
+    logits of its own heads; a table shared by the heads (`shared_relative_embeddings`) stays
+    whole on every process, since every head needs all of it, and its gradients, each from one
+    process's heads only, are summed (`"replicated_with_grad_allreduce"`). transformers adds
+    the vocabulary split of `embed_tokens` and the model that of `lm_head`; the LayerNorms
+    stay whole.
+    `base_model_pp_plan` names the pipeline stages: embeddings, blocks, final norm.
+
     Example:
 
     ```python
@@ -63,6 +76,11 @@ class MusicTransformerConfig(PreTrainedConfig):
 
     model_type = "midiformers_music_transformer"
     keys_to_ignore_at_inference = ["cache"]
+    base_model_pp_plan = {
+        "embed_tokens": (["input_ids"], ["inputs_embeds"]),
+        "layers": (["hidden_states", "attention_mask"], ["hidden_states"]),
+        "norm": (["hidden_states"], ["hidden_states"]),
+    }
 
     vocab_size: int = positive_int(default=388)
     hidden_size: int = positive_int(default=512)
@@ -83,6 +101,25 @@ class MusicTransformerConfig(PreTrainedConfig):
     bos_token_id: int | None = token_id(default=1)
     eos_token_id: int | list[int] | None = eos_token_id(default=2)
     tie_word_embeddings: bool = True
+
+    @property
+    def base_model_tp_plan(self) -> dict[str, str]:
+        """Tensor-parallel plan (see the class docstring): it depends on whether the relative
+        embeddings are per head (split with the heads) or shared (whole on every process)."""
+        plan = {
+            "layers.*.self_attn.q_proj": "colwise",
+            "layers.*.self_attn.k_proj": "colwise",
+            "layers.*.self_attn.v_proj": "colwise",
+            "layers.*.self_attn.o_proj": "rowwise",
+            "layers.*.mlp.fc_in": "colwise",
+            "layers.*.mlp.fc_out": "rowwise",
+        }
+        if self.shared_relative_embeddings:
+            plan["layers.*.self_attn.relative_embeddings"] = "replicated_with_grad_allreduce"
+        else:
+            plan["layers.*.self_attn.relative_embeddings.weight"] = "embedding_colwise"
+            plan["layers.*.self_attn.relative_embeddings"] = "local_params"
+        return plan
 
     def validate_architecture(self):
         """Cross-field rules (ranges are on the fields): heads, token ids."""

@@ -64,6 +64,16 @@ class MidiVAEConfig(PreTrainedConfig):
         layer_norm_eps (`float`, defaults to 1e-5): epsilon of the LayerNorms.
         tie_word_embeddings (`bool`, defaults to `True`): share the token embedding and LM head.
 
+    Tensor parallelism (`distributed_config=DistributedConfig(tp_size=...)` in `from_pretrained`):
+    `base_model_tp_plan` splits by heads the encoder's self-attention and the decoder's self-
+    and cross-attention (q/k/v `"colwise"`, `o_proj` `"rowwise"`; `num_attention_heads` must
+    divide by the number of processes), and every feed-forward by width (`fc_in` `"colwise"`,
+    `fc_out` `"rowwise"`); transformers adds the vocabulary split of `embed_tokens` and the
+    model that of `lm_head`. The posterior, prior, composer embedding and memory projection are
+    small and stay whole. There is no pipeline plan: transformers' pipeline split hands a later
+    stage the previous stage's hidden states as `inputs_embeds`, which the encoder would read as
+    the piece; the model refuses to encode there (pass `latent`, as `generate` does).
+
     Example:
 
     ```python
@@ -76,6 +86,24 @@ class MidiVAEConfig(PreTrainedConfig):
 
     model_type = "midiformers_vae"
     keys_to_ignore_at_inference = ["cache"]
+    base_model_tp_plan = {
+        "encoder_layers.*.self_attn.q_proj": "colwise",
+        "encoder_layers.*.self_attn.k_proj": "colwise",
+        "encoder_layers.*.self_attn.v_proj": "colwise",
+        "encoder_layers.*.self_attn.o_proj": "rowwise",
+        "encoder_layers.*.ffn.fc_in": "colwise",
+        "encoder_layers.*.ffn.fc_out": "rowwise",
+        "layers.*.self_attn.q_proj": "colwise",
+        "layers.*.self_attn.k_proj": "colwise",
+        "layers.*.self_attn.v_proj": "colwise",
+        "layers.*.self_attn.o_proj": "rowwise",
+        "layers.*.cross_attn.q_proj": "colwise",
+        "layers.*.cross_attn.k_proj": "colwise",
+        "layers.*.cross_attn.v_proj": "colwise",
+        "layers.*.cross_attn.o_proj": "rowwise",
+        "layers.*.ffn.fc_in": "colwise",
+        "layers.*.ffn.fc_out": "rowwise",
+    }
 
     vocab_size: int = positive_int(default=512)
     hidden_size: int = positive_int(default=256)

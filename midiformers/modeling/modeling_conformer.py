@@ -277,6 +277,8 @@ class MidiConformerForCausalLM(MidiConformerPreTrainedModel, GenerationMixin):
     """Conformer-lite with a next-token head; generates through `GenerationMixin`."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
 
     def __init__(self, config: MidiConformerConfig):
         super().__init__(config)

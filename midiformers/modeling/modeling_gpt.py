@@ -26,6 +26,7 @@ from ._layers import (
     RotaryEmbedding,
     SequenceClassificationHead,
     TokenClassificationHead,
+    is_later_pipeline_stage,
     prepare_decoder,
 )
 from .configuration_gpt import MidiGPTConfig
@@ -184,12 +185,12 @@ class MidiGPTModel(MidiGPTPreTrainedModel):
         )
         hidden_states = inputs.inputs_embeds
         position_embeddings = None
-        if self.embed_positions is not None:
+        if self.rotary_emb is not None:
+            position_embeddings = self.rotary_emb(hidden_states, inputs.position_ids)
+        elif not is_later_pipeline_stage(self):  # a later stage's input already holds them
             total_length = inputs.past_length + hidden_states.shape[1]
             self._check_positions(inputs.position_ids, total_length, positions_given)
             hidden_states = hidden_states + self.embed_positions(inputs.position_ids)
-        else:
-            position_embeddings = self.rotary_emb(hidden_states, inputs.position_ids)
         hidden_states = self.dropout(hidden_states)
         for layer in self.layers:
             hidden_states = layer(
@@ -208,6 +209,8 @@ class MidiGPTForCausalLM(MidiGPTPreTrainedModel, GenerationMixin):
     """MidiGPT with a language-modelling head (tied to the token embedding by default)."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
 
     def __init__(self, config: MidiGPTConfig):
         super().__init__(config)

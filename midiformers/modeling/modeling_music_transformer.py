@@ -133,6 +133,8 @@ class MusicTransformerForCausalLM(MusicTransformerPreTrainedModel, GenerationMix
     """Music Transformer with a language-modelling head (next MIDI token), ready for ``generate``."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
 
     def __init__(self, config: MusicTransformerConfig):
         super().__init__(config)

@@ -29,8 +29,10 @@ from ._layers import (
     RotaryEmbedding,
     attention_function,
     embed_inputs,
+    is_later_pipeline_stage,
     position_ids_from_mask,
     prepare_decoder,
+    split_heads,
 )
 from .configuration_vae import MidiVAEConfig
 
@@ -131,12 +133,15 @@ def gaussian_kl(
 
 
 class MidiCrossAttention(nn.Module):
-    """Multi-head attention from the decoder tokens to the (short, unmasked) latent memory."""
+    """Multi-head attention from the decoder tokens to the (short, unmasked) latent memory.
+
+    The head count follows the projections' outputs, as in ``MidiSelfAttention``, so tensor
+    parallelism can split the heads across processes.
+    """
 
     def __init__(self, config):
         super().__init__()
         self.config = config
-        self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.scaling = self.head_dim**-0.5
         self.attention_dropout = config.attention_dropout
@@ -147,16 +152,13 @@ class MidiCrossAttention(nn.Module):
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=bias)
         self.is_causal = False
 
-    def _shape(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(*x.shape[:-1], self.num_heads, self.head_dim).transpose(1, 2)
-
     def forward(
         self, hidden_states: torch.Tensor, memory: torch.Tensor, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
-        query = self._shape(self.q_proj(hidden_states))
-        key = self._shape(self.k_proj(memory))
-        value = self._shape(self.v_proj(memory))
+        query = split_heads(self.q_proj(hidden_states), self.head_dim)
+        key = split_heads(self.k_proj(memory), self.head_dim)
+        value = split_heads(self.v_proj(memory), self.head_dim)
         output, weights = attention_function(self.config)(
             self,
             query,
@@ -413,6 +415,11 @@ class MidiVAEModel(MidiVAEPreTrainedModel):
         inputs_embeds = inputs.inputs_embeds
         mu = logvar = None
         if latent is None:
+            if is_later_pipeline_stage(self):
+                raise ValueError(
+                    "latent is required on a later pipeline-parallel stage: its inputs_embeds are "
+                    "the previous stage's hidden states, not the piece the encoder reads"
+                )
             if inputs.past_length:
                 raise ValueError(
                     "latent is required once the cache holds tokens (generate() passes it); "
@@ -459,6 +466,7 @@ class MidiVAEForConditionalGeneration(MidiVAEPreTrainedModel, GenerationMixin):
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config: MidiVAEConfig):
         super().__init__(config)
