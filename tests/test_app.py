@@ -839,8 +839,6 @@ def test_infilling_rewrites_bars_of_the_upload_and_keeps_every_other_note(
 def test_controls_show_only_for_models_that_have_them(tiny_mmm_dir, tiny_model_dir):
     from midiformers.app.page import CONTROLS, _control_choices, _control_widget
 
-    if not CONTROLS:
-        pytest.skip("midiformers.generation.controls is not in this library yet")
     entries, _ = resolve_models([str(tiny_mmm_dir), str(tiny_model_dir)])
     mmm, remi = entries
     names = list(CONTROLS)
@@ -879,3 +877,28 @@ def test_generations_share_the_concurrency_slots(tiny_model_dir, tmp_path):
     generating = [events[name] for name in ("generate", "continue", "infill")]
     assert {(fn.concurrency_id, fn.concurrency_limit) for fn in generating} == {("generation", 2)}
     assert not events["stop"].queue  # Stop never waits behind the generations it stops
+
+
+def test_controls_from_the_page_reach_every_track_and_bar(tiny_mmm_dir, tmp_path):
+    from midiformers.generation.controls import read_controls
+
+    entries, _ = resolve_models([str(tiny_mmm_dir)])
+    generator = Generator(entries, tmp_path, audio_off="off", primer_dirs=[], update_every=None)
+    controls = {"density": "high", "polyphony": "1-2", "pitch_classes": ["C", "E", "G"]}
+    controls |= {"durations": [], "repetition": "any"}  # left free, as the page sends them
+    request = GenerationRequest(
+        entries[0].label, length_unit="bars", num_bars=2, seed=1, controls=controls
+    )
+    piece = finished(generator.stream(request)).piece
+    tracks = read_controls(entries[0].tokenizer(), piece.token_ids)
+    assert tracks and all(
+        {"ACTrackNoteDensityMin_12", "ACTrackOnsetPolyphonyMax_2"} <= set(track["track"])
+        for track in tracks
+    )
+    bars = [set(tokens) for track in tracks for tokens in track["bars"].values()]
+    wanted = {"ACBarNoteDensity_12", "ACBarPitchClass_0", "ACBarPitchClass_4", "ACBarPitchClass_7"}
+    assert bars and all(wanted <= tokens for tokens in bars)
+    assert not any(token.startswith("ACTrackRepetition") for t in tracks for token in t["track"])
+    request.controls = {"density": "loud"}
+    (answer,) = generator.stream(request)
+    assert answer.status.startswith("**Generation failed.** ValueError: density must be")

@@ -19,6 +19,7 @@ from typing import Any
 import gradio as gr
 from miditok.constants import MIDI_INSTRUMENTS
 
+from ..generation.controls import CONTROLS
 from .demo import (
     CONTROL_OFF,
     DEFAULT_BARS,
@@ -38,11 +39,6 @@ from .demo import (
     undo,
 )
 from .models import ModelEntry, ModelFeatures
-
-try:
-    from ..generation.controls import CONTROLS
-except ImportError:  # a library without generation-time controls
-    CONTROLS = {}
 
 __all__ = ["build_page", "instrument_name", "length_units"]
 
