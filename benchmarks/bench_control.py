@@ -65,6 +65,9 @@ _DURATION_TOKENS = {
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="a trained mmm model folder (skip training)")
+    parser.add_argument(
+        "--keep", type=Path, help="train into this folder and keep it (default: a temporary one)"
+    )
     parser.add_argument("--steps", type=int, default=400, help="training steps")
     parser.add_argument("--requests", type=int, default=12, help="requests per control")
     parser.add_argument("--bars", type=int, default=4, help="bars per generated piece")
@@ -378,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import midiformers  # noqa: F401  (registers the Auto classes and the pipeline)
 
     with tempfile.TemporaryDirectory(prefix="bench-control-") as scratch:
-        model_dir = args.model or train(Path(scratch) / "model", args.steps)
+        model_dir = args.model or train(args.keep or Path(scratch) / "model", args.steps)
         args.model_label = (
             str(args.model) if args.model else f"mmm_infill.yaml + controls, {args.steps} steps"
         )
