@@ -9,9 +9,11 @@ it an untrained model of the default recipe's size, which the table says):
 1. how many tokens a 30-second piece takes: ``--calibration-pieces`` pieces of
    ``--calibration-tokens`` tokens with the demo's default sampling, median tokens per second
    of music, times 30 (rounded up to the slider's step of 16);
-2. requests for that many tokens, each a new seed, timed (wall and CPU) in three set-ups: the
+2. requests for that many tokens, each a new seed, timed (wall and CPU) in four set-ups: the
    first request of a demo started without warm-up (model loading included), plain decoding
-   after warm-up, and compiled decoding after warm-up (what ``app.py`` serves);
+   after warm-up, and compiled decoding after warm-up (what ``app.py`` serves), with the piano
+   roll redrawn while the model writes (as the page shows it) and without (the cost of
+   streaming);
 3. the same request over HTTP: ``gradio_client`` against ``python app.py`` serving on localhost
    in its own process, which adds Gradio's queue and the audio file a browser downloads.
 
@@ -168,7 +170,9 @@ def markdown(report: dict) -> str:
         "top-p 0.95, grammar on (the page's defaults), a new seed each, median of "
         f"{report['requests']} that ran to {tokens} tokens ({report['ended_early']} other seeds "
         f"ended their piece earlier); {torch.get_num_threads()} torch thread as in `app.py`. "
-        "Request = the Generate button's function (generation, MIDI file, audio, piano roll).",
+        "Request = the Generate button's function (generation with the piano roll redrawn "
+        "every 0.5 s while the model writes, as the page streams it, then the MIDI file, audio "
+        "and final piano roll).",
         "",
         "| set-up | request s (wall) | CPU s | generation s | rest s (audio, piano roll, "
         "file; model loading when cold) | music s |",
@@ -247,19 +251,23 @@ def main(argv: list[str] | None = None) -> str:
         args.seconds, plain.entries[label], args.calibration_pieces, args.calibration_tokens
     )
     compiled, _, compiled_warmup_s = demo_generator(True, compiled=True)
+    entries = list(compiled.entries.values())
+    unstreamed = Generator(entries, scratch / "out", primer_dirs=[], update_every=None)
     served = "compiled decoding after warm-up (app.py)"
-    setups = {"plain decoding after warm-up": [], served: []}
+    quiet = "compiled, no piano roll while the model writes"
+    generators = {"plain decoding after warm-up": plain, served: compiled, quiet: unstreamed}
+    setups = {name: [] for name in generators}
     seeds, ended_early = [], 0
-    for seed in range(20 * args.requests):  # alternating, so load from other jobs hits both
+    for seed in range(20 * args.requests):  # alternating, so load from other jobs hits all
         if len(seeds) == args.requests:
             break
-        timings = request(plain, label, tokens, seed), request(compiled, label, tokens, seed)
+        timings = [request(g, label, tokens, seed) for g in generators.values()]
         if any(timing["tokens"] != tokens for timing in timings):
             ended_early += 1  # the model closed the piece (EOS) before the requested length
             continue
         seeds.append(seed)
-        setups["plain decoding after warm-up"].append(timings[0])
-        setups[served].append(timings[1])
+        for name, timing in zip(generators, timings):
+            setups[name].append(timing)
     cold, _, _ = demo_generator(False)
     first = "first request without warm-up (model loading included)"
     setups = {first: [request(cold, label, tokens, seeds[0])], **setups}
