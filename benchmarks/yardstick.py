@@ -334,7 +334,9 @@ def run_model(workdir: Path, tests: Path, name: str, keyword: str | None) -> Cou
     started = time.perf_counter()
     subprocess.run(command, cwd=workdir, capture_output=True, text=True, check=False)
     counts = Counts(model=name, seconds=round(time.perf_counter() - started, 1))
-    counts.not_applicable = _count_deselected(workdir, module, NOT_APPLICABLE.get(name, ()))
+    counts.not_applicable = _count_deselected(
+        workdir, module, NOT_APPLICABLE.get(name, ()), keyword
+    )
     if not report.exists():
         raise RuntimeError(
             f"pytest wrote no report for {name}: run {' '.join(command)} in {workdir}"
@@ -354,12 +356,17 @@ def run_model(workdir: Path, tests: Path, name: str, keyword: str | None) -> Cou
     return counts
 
 
-def _count_deselected(workdir: Path, module: Path, tests: tuple[str, ...]) -> int:
-    """How many collected tests ``tests`` (-k names) select in ``module``."""
+def _count_deselected(
+    workdir: Path, module: Path, tests: tuple[str, ...], keyword: str | None = None
+) -> int:
+    """How many collected tests ``tests`` (-k names) select in ``module``, within ``keyword``."""
     if not tests:
         return 0
+    selection = " or ".join(tests)
+    if keyword:
+        selection = f"({keyword}) and ({selection})"
     command = [sys.executable, "-m", "pytest", str(module.relative_to(workdir)), "--collect-only"]
-    command += ["-q", "-p", "no:cacheprovider", "--rootdir", str(workdir), "-k", " or ".join(tests)]
+    command += ["-q", "-p", "no:cacheprovider", "--rootdir", str(workdir), "-k", selection]
     listing = subprocess.run(command, cwd=workdir, capture_output=True, text=True, check=False)
     return sum("::" in line for line in listing.stdout.splitlines())
 
