@@ -18,6 +18,7 @@ import logging
 import threading
 from collections import Counter
 from copy import deepcopy
+from itertools import islice
 from typing import Any
 
 import datasets
@@ -145,9 +146,34 @@ class MidiExamplesIterable(ExamplesIterable):
     def __iter__(self):
         self.skips.begin_pass()
         try:
-            yield from super().__iter__()
+            yield from self._iter_shards()
         finally:
             self.skips.end_pass(self.label)
+
+    def _shard_kwargs(self, index: int) -> dict:
+        """The generator's arguments for shard ``index`` alone."""
+        return {
+            key: [value[index]] if isinstance(value, list) else value
+            for key, value in self.kwargs.items()
+        }
+
+    def _iter_shards(self):
+        """``ExamplesIterable.__iter__`` (same order, same state), with each shard's arguments
+        made when its turn comes: datasets makes a dict and a list for every shard when a pass
+        starts and keeps them for the whole pass (about 300 bytes per file of a folder)."""
+        state = self._state_dict
+        shard_start = state["shard_idx"] if state else 0
+        shards = self.num_shards
+        for index in range(shard_start, shards):
+            kwargs = self._shard_kwargs(index) if shards > 1 else dict(self.kwargs)
+            example_start = state["shard_example_idx"] if state else 0
+            for key_example in islice(self.generate_examples_fn(**kwargs), example_start, None):
+                if state:
+                    state["shard_example_idx"] += 1
+                yield key_example
+            if state:
+                state["shard_idx"] += 1
+                state["shard_example_idx"] = 0
 
     def shuffle_data_sources(self, generator) -> MidiExamplesIterable:
         return self._like(_shuffle_gen_kwargs(deepcopy(generator), self.kwargs))
@@ -155,7 +181,14 @@ class MidiExamplesIterable(ExamplesIterable):
     def shard_data_sources(
         self, num_shards: int, index: int, contiguous: bool = True
     ) -> MidiExamplesIterable:
-        return self._like(super().shard_data_sources(num_shards, index, contiguous).kwargs)
+        # datasets' version lists every shard's arguments first (see _iter_shards)
+        indices = self.split_shard_indices_by_worker(num_shards, index, contiguous=contiguous)
+        return self._like(
+            {
+                key: [value[i] for i in indices] if isinstance(value, list) else value
+                for key, value in self.kwargs.items()
+            }
+        )
 
     def reshard_data_sources(self) -> MidiExamplesIterable:
         return self._like(super().reshard_data_sources().kwargs)

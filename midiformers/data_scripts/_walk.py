@@ -136,7 +136,8 @@ def find_files(
     pushed = 0
     root_real = os.path.realpath(location)
     walked: set[tuple[int, int, frozenset[int] | None]] = set()
-    candidates: list[tuple[int, int, tuple[str, ...], str, int, int, int] | None] = []
+    candidates: list[tuple[int, int, tuple[str, ...], int] | None] = []
+    aliased = False  # whether a file may have been reached under two names
     while queue:
         links, _depth, parts, _order, folder, states = heapq.heappop(queue)
         try:
@@ -196,27 +197,27 @@ def find_files(
                     Problem("/".join(relative), "not a regular file", "not a regular file")
                 )
                 continue
-            candidates.append(
-                (
-                    links + is_link,
-                    len(relative),
-                    relative,
-                    entry.path,
-                    info.st_dev,
-                    info.st_ino,
-                    info.st_size,
-                )
-            )
+            aliased = aliased or links + is_link > 0 or info.st_nlink > 1
+            candidates.append((links + is_link, len(relative), relative, info.st_size))
     candidates.sort()
-    kept: dict[tuple[int, int], str] = {}
-    for index, (_links, _depth, relative, path, device, inode, size) in enumerate(candidates):
+    # Without a link crossed nor a hard link, no file can have been reached twice: only then
+    # is every file's (device, inode) needed (stat again, rather than kept for every file)
+    kept: dict[tuple[int, int], str] | None = {} if aliased else None
+    for index, (_links, _depth, relative, size) in enumerate(candidates):
         candidates[index] = None  # freed as we go: a folder may hold millions of files
         name = "/".join(relative)
-        key = (device, inode)
-        if key in kept:
-            result.duplicates.append((name, kept[key]))
-            continue
-        kept[key] = name
+        path = os.path.join(location, *relative)
+        if kept is not None:
+            try:
+                info = os.stat(path)
+            except OSError:  # gone since the walk
+                result.problems.append(link_problem(path, name))
+                continue
+            key = (info.st_dev, info.st_ino)
+            if key in kept:
+                result.duplicates.append((name, kept[key]))
+                continue
+            kept[key] = name
         result.files.append(FoundFile(path, name, size))
     del candidates, kept
     result.files.sort(key=lambda found: found.relative)

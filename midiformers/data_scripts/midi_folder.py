@@ -27,6 +27,7 @@ import hashlib
 import io
 import logging
 import os
+import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -88,25 +89,51 @@ class MidiFolderConfig(datasets.BuilderConfig):
 
 
 class _File(NamedTuple):
-    # Tuples, not dataclasses: a folder of a million files keeps one per file in memory.
-    path: str
+    # Tuples, not dataclasses: a folder of a million files keeps one per file in memory (the
+    # full path is not kept: it is the scan's root joined with ``relative``).
     relative: str  # to the root, with "/" separators
     split: str | None
     label: str | None
     size: int = 0
 
 
-class _Piece(NamedTuple):
-    """A file that passed :func:`~._common.inspect_midi`, with the digest of its bytes."""
+def _path(root: str, relative: str) -> str:
+    """The path of a file found under ``root`` (the walk's own path of it)."""
+    return os.path.join(root, *relative.split("/"))
 
-    file: _File
+
+_RECORD = struct.Struct("<32sIdHH")  # sha256, num_notes, duration_seconds, label, split
+_NONE = 0xFFFF  # no label / no split folder
+
+
+class _Piece(NamedTuple):
+    """A file that passed :func:`~._common.inspect_midi`, with the digest of its bytes.
+
+    Kept between the check and the build as one ``bytes`` record (:meth:`pack`): the name,
+    a NUL (never in a file name, so records sort by name) and the fixed fields; a tuple of
+    Python objects per file took 3-4 times the memory of a million-file folder."""
+
+    relative: str
     sha256: bytes
     num_notes: int
     duration_seconds: float
+    label: int  # index into the sorted label names, or _NONE
+    split: int  # index into SPLITS, or _NONE
 
     @property
     def stats(self) -> MidiStats:
         return MidiStats(self.num_notes, self.duration_seconds)
+
+    def pack(self) -> bytes:
+        fixed = _RECORD.pack(
+            self.sha256, self.num_notes, self.duration_seconds, self.label, self.split
+        )
+        return self.relative.encode("utf-8", "surrogateescape") + b"\0" + fixed
+
+    @classmethod
+    def unpack(cls, record: bytes) -> _Piece:
+        relative = record[: -_RECORD.size - 1].decode("utf-8", "surrogateescape")
+        return cls(relative, *_RECORD.unpack(record[-_RECORD.size :]))
 
 
 @dataclass
@@ -205,7 +232,7 @@ def scan_midi_folder(pattern_or_dir: str, drop_labels: bool = False) -> FolderSc
         pieces = found.relative.split("/")
         split = SPLIT_FOLDERS[pieces[0].lower()] if use_splits else None
         label = pieces[-2] if labelled else None
-        scan.files.append(_File(found.path, found.relative, split, label, found.size))
+        scan.files.append(_File(found.relative, split, label, found.size))
     return scan
 
 
@@ -216,7 +243,7 @@ def folder_fingerprint(scan: FolderScan | str) -> str:
         scan = scan_midi_folder(scan)
     digest = hashlib.sha256()
     for file in scan.files:
-        info = os.stat(file.path)
+        info = os.stat(_path(scan.root, file.relative))
         digest.update(f"{file.relative}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
     for record in scan.skip_records():
         digest.update(f"{record['name']}\0{record['reason']}\n".encode())
@@ -270,6 +297,7 @@ class MidiFolder(MidiDatasetBuilder):
 
     def _split_generators(self, dl_manager):
         scan = self._scan()
+        self._folder_scan = None  # its file list is turned into piece records below
         logger.info(
             "midi_folder: %d MIDI file(s) in %r (%d folder(s) walked, %d folder link(s) not "
             "followed: loops or folders walked already)",
@@ -281,7 +309,7 @@ class MidiFolder(MidiDatasetBuilder):
         records = scan.skip_records()
         for record in records:
             self._record_skip(**record)
-        pieces = self._usable_pieces(scan.files, records)
+        pieces = self._usable_pieces(scan, records)
         if not pieces:
             raise NoUsableFilesError(
                 f"midi_folder: no readable MIDI file in {scan.location!r}: "
@@ -290,21 +318,27 @@ class MidiFolder(MidiDatasetBuilder):
         parts = self._split(pieces)
         return [
             datasets.SplitGenerator(
-                name=split, gen_kwargs={"pieces": sorted(items, key=lambda p: p.file.relative)}
+                name=split, gen_kwargs={"pieces": sorted(items), "root": scan.root}
             )
             for split, items in parts.items()
             if items or split == "train"
         ]
 
-    def _usable_pieces(self, files: list[_File], records: list[dict[str, str]]) -> list[_Piece]:
+    def _usable_pieces(self, scan: FolderScan, records: list[dict[str, str]]) -> list[bytes]:
         """Validate every file before splitting, so that the ratios apply to usable files and
         no split ends up empty because its files were broken. With ``deduplicate``, a file
-        whose bytes equal an earlier one's (in name order) is dropped as a duplicate."""
+        whose bytes equal an earlier one's (in name order) is dropped as a duplicate. Takes
+        the scan's file list apart as it goes (each file becomes a :class:`_Piece` record)."""
         from ..tokenization import DEFAULT_MAX_FILE_SIZE, MidiFileError
 
-        pieces: list[_Piece] = []
-        first_with: dict[bytes, str] = {}
-        for file in hf_tqdm(files, desc="Checking MIDI files", unit=" files"):
+        labels = {name: index for index, name in enumerate(self._label_names())}
+        pieces: list[bytes] = []
+        first_with: dict[bytes, int] = {}  # digest -> index in pieces
+        files, scan.files = scan.files, []
+        progress = hf_tqdm(total=len(files), desc="Checking MIDI files", unit=" files")
+        for index, file in enumerate(files):
+            files[index] = None  # one list at a time: a folder may hold millions of files
+            progress.update()
             skip = None
             if file.size > DEFAULT_MAX_FILE_SIZE:
                 skip = (
@@ -314,7 +348,7 @@ class MidiFolder(MidiDatasetBuilder):
                 )
             else:
                 try:
-                    data = _read(file.path)
+                    data = _read(_path(scan.root, file.relative))
                     stats = self._inspect(data, file.relative)
                 except OSError as error:
                     skip = (f"cannot read the file ({error.strerror or error})", "unreadable")
@@ -323,47 +357,70 @@ class MidiFolder(MidiDatasetBuilder):
             if skip is None:
                 digest = hashlib.sha256(data).digest()
                 if self.config.deduplicate and digest in first_with:
-                    skip = (f"the same bytes as {first_with[digest]}", DUPLICATE)
-                first_with.setdefault(digest, file.relative)
+                    earlier = _Piece.unpack(pieces[first_with[digest]]).relative
+                    skip = (f"the same bytes as {earlier}", DUPLICATE)
+                else:
+                    first_with.setdefault(digest, len(pieces))
             if skip is not None:
                 reason, category = skip
                 category = category or skip_category(reason)
                 self._record_skip(file.relative, reason, category)
                 records.append({"name": file.relative, "reason": reason, "category": category})
                 continue
-            pieces.append(_Piece(file, digest, stats.num_notes, stats.duration_seconds))
+            piece = _Piece(
+                file.relative,
+                digest,
+                stats.num_notes,
+                stats.duration_seconds,
+                _NONE if file.label is None else labels[file.label],
+                _NONE if file.split is None else SPLITS.index(file.split),
+            )
+            pieces.append(piece.pack())
+        progress.close()
         return pieces
 
-    def _split(self, pieces: list[_Piece]) -> dict[str, list[_Piece]]:
+    def _label_names(self) -> list[str]:
+        """The label names, in ClassLabel order (none without labels)."""
+        label = self.info.features.get("label")
+        return list(label.names) if label is not None else []
+
+    def _split(self, pieces: list[bytes]) -> dict[str, list[bytes]]:
         config = self.config
-        if pieces[0].file.split is not None:
-            parts = {split: [p for p in pieces if p.file.split == split] for split in SPLITS}
+        first = _Piece.unpack(pieces[0])
+        if first.split != _NONE:
+            splits = [SPLITS[_Piece.unpack(record).split] for record in pieces]
+            parts = {
+                split: [r for r, s in zip(pieces, splits, strict=True) if s == split]
+                for split in SPLITS
+            }
             return {split: items for split, items in parts.items() if items}
-        if pieces[0].file.label is not None:
-            labels = [p.file.label for p in pieces]
+        if first.label != _NONE:
+            names = self._label_names()
+            labels = [names[_Piece.unpack(record).label] for record in pieces]
             return stratified_split(
                 pieces, labels, config.seed, config.validation_ratio, config.test_ratio
             )
         return seeded_split(pieces, config.seed, config.validation_ratio, config.test_ratio)
 
-    def _generate_examples(self, pieces: list[_Piece]):
-        has_labels = "label" in self.info.features
-        for piece in pieces:
-            file = piece.file
+    def _generate_examples(self, pieces: list[bytes], root: str):
+        names = self._label_names()
+        for record in pieces:
+            piece = _Piece.unpack(record)
+            path = _path(root, piece.relative)
             try:
-                data = _read(file.path)
+                data = _read(path)
             except OSError as error:
                 self._record_skip(
-                    file.relative, f"cannot read the file ({error.strerror or error})"
+                    piece.relative, f"cannot read the file ({error.strerror or error})"
                 )
                 continue
             # Checked before the split; measured again only if the file changed since.
             same = hashlib.sha256(data).digest() == piece.sha256
-            metadata = {"source_path": file.relative}
-            if has_labels:
-                metadata["label"] = file.label
+            metadata = {"source_path": piece.relative}
+            if names:
+                metadata["label"] = names[piece.label]
             example = self._make_example(
-                file.relative, data, stats=piece.stats if same else None, **metadata
+                piece.relative, data, stats=piece.stats if same else None, **metadata
             )
             if example is not None:
                 yield example["id"], example
