@@ -259,6 +259,9 @@ import os, signal, sys
 from transformers.trainer_callback import TrainerState
 
 save_state = TrainerState.save_to_json
+# Ctrl-C raises KeyboardInterrupt even when this process was started with SIGINT ignored (as a
+# background job of a non-interactive shell is)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def save_or_die(self, json_path):
