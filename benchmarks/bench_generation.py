@@ -217,10 +217,9 @@ def mode_options(mode: str) -> dict:
 
 
 def supports_static(model: PreTrainedModel) -> bool:
-    """Whether the model has a static-cache, compilable decode step (not the LSTM's state)."""
-    return bool(getattr(model, "_can_compile_fullgraph", False)) and not getattr(
-        model, "_is_stateful", False
-    )
+    """Whether the model has a static-cache, compilable decode step (the LSTM's state lives in
+    transformers' fixed-size recurrent cache layers, so it has one too)."""
+    return bool(getattr(model, "_can_compile_fullgraph", False))
 
 
 def greedy(
