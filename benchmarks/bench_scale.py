@@ -50,6 +50,8 @@ FIXTURES = ROOT / "tests" / "fixtures" / "midi" / "valid"
 RESULTS = ROOT / "benchmarks" / "results"
 SHUFFLE_BUFFER = 256  # blocks; small against the batches read, so the rate is the steady one
 DEFAULT_RECIPE = ROOT / "configs" / "default.yaml"
+DATA_STEPS = ("build", "pretokenize", "stream-pretokenized", "stream-raw")
+STEP_ORDER = ("build midi_folder", "pretokenize", "stream pretokenized", "stream raw MIDI")
 
 
 # ----------------------------------------------------------------------------- corpus
@@ -459,7 +461,7 @@ def data_rows(args: argparse.Namespace, recipe: dict) -> list[dict]:
             f"{time.perf_counter() - start:.0f} s",
             file=sys.stderr,
         )
-        for num_proc in args.num_proc:
+        for num_proc in args.num_proc if "build" in args.data_steps else []:
             cache = work / f"cache-{size}-{num_proc}"
             shutil.rmtree(cache, ignore_errors=True)
             result = run_step("build", corpus=str(corpus), cache=str(cache), num_proc=num_proc)
@@ -473,7 +475,7 @@ def data_rows(args: argparse.Namespace, recipe: dict) -> list[dict]:
                 }
             )
         cache = work / f"cache-{size}-{args.num_proc[0]}"
-        for num_proc in args.num_proc:
+        for num_proc in args.num_proc if "pretokenize" in args.data_steps else []:
             output = work / f"pretokenized-{size}-{num_proc}"
             shutil.rmtree(output, ignore_errors=True)
             result = run_step(
@@ -494,7 +496,8 @@ def data_rows(args: argparse.Namespace, recipe: dict) -> list[dict]:
                 }
             )
         pretokenized = work / f"pretokenized-{size}-{args.num_proc[0]}"
-        for kind in ("pretokenized", "raw MIDI"):
+        kinds = {"stream-pretokenized": "pretokenized", "stream-raw": "raw MIDI"}
+        for kind in [kinds[step] for step in kinds if step in args.data_steps]:
             for workers in args.workers:
                 result = run_step(
                     "stream",
@@ -533,11 +536,37 @@ def _previous(path: Path) -> dict:
     if not path.is_file():
         return {}
     saved = json.loads(path.read_text())
-    if "data_machine" not in saved and saved.get("rows"):  # written before parts were kept
+    if "data_runs" not in saved and saved.get("rows"):  # written before runs were kept
         first = (RESULTS / "bench_scale.md").read_text().splitlines()[:2]
         load = [float(x) for x in first[1].split(":", 1)[1].strip(" .").split(",")]
-        saved["data_machine"] = {"machine": first[0], "load": load}
+        saved["data_runs"] = [{"machine": first[0], "load": load, "model": saved.pop("model")}]
+        for row in saved["rows"]:
+            row["run"] = 0
     return saved
+
+
+def _merge_rows(results: dict, rows: list[dict], run: dict) -> None:
+    """Add a data run to ``results``: its rows replace the saved rows of the same size, step
+    and process count; the others stay, marked with the run they come from."""
+    runs = results.setdefault("data_runs", [])
+    runs.append(run)
+    for row in rows:
+        row["run"] = len(runs) - 1
+    measured = {(row["size"], row["step"], row["procs"]) for row in rows}
+    kept = [
+        row
+        for row in results.get("rows", [])
+        if (row["size"], row["step"], row["procs"]) not in measured
+    ]
+    order = {step: index for index, step in enumerate(STEP_ORDER)}
+    results["rows"] = sorted(
+        kept + rows, key=lambda row: (row["size"], order.get(row["step"], 99), row["procs"])
+    )
+    used = sorted({row["run"] for row in results["rows"]})  # drop runs no row comes from
+    renumber = {old: new for new, old in enumerate(used)}
+    results["data_runs"] = [runs[old] for old in used]
+    for row in results["rows"]:
+        row["run"] = renumber[row["run"]]
 
 
 def main() -> None:
@@ -554,6 +583,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--chorales", type=int, default=30, help="music21 chorales as sources")
     parser.add_argument("--stream-batches", type=int, default=300)
+    parser.add_argument(
+        "--data-steps",
+        nargs="+",
+        choices=DATA_STEPS,
+        default=list(DATA_STEPS),
+        help="the data part's steps to run (pretokenize needs build, stream-pretokenized "
+        "needs pretokenize)",
+    )
     parser.add_argument("--model-steps", type=int, default=10)
     parser.add_argument("--lora-archs", nargs="+", default=["gpt", "conformer"])
     parser.add_argument("--lora-rounds", type=int, default=20, help="timed steps per setup")
@@ -575,9 +612,12 @@ def main() -> None:
     results = _previous(RESULTS / "bench_scale.json") if args.only else {}
     results["recipe"] = recipe
     if args.only != "lora":
-        results["model"] = run_step("model", recipe=recipe, steps=args.model_steps)
-        results["rows"] = data_rows(args, recipe)
-        results["data_machine"] = _when()
+        model = run_step("model", recipe=recipe, steps=args.model_steps)
+        rows = data_rows(args, recipe)
+        if set(args.data_steps) == set(DATA_STEPS):  # a whole run replaces the saved one
+            results.pop("rows", None)
+            results.pop("data_runs", None)
+        _merge_rows(results, rows, {**_when(), "model": model})
     if args.only != "data":
         results["lora"] = lora_rows(
             recipe, args.lora_archs, args.lora_rounds, args.lora_steps, args.lora_threads
@@ -607,8 +647,7 @@ def format_report(results: dict) -> str:
     ratios) and the LoRA part, each with the machine and load it was measured under."""
     lines: list[str] = []
     if results.get("rows"):
-        lines += _data_report(results["rows"], results["model"], results["recipe"])
-        lines[:0] = _measured_on(results["data_machine"])
+        lines += _data_report(results["rows"], results["data_runs"], results["recipe"])
     lines += ["", "LoRA vs full fine-tuning:", ""]
     if results.get("lora"):
         lines += _measured_on(results["lora_machine"])
@@ -660,32 +699,41 @@ def _lora_report(rows: list[dict], recipe: dict) -> list[str]:
     return lines
 
 
-def _data_report(rows: list, model: dict, recipe: dict) -> list[str]:
+def _data_report(rows: list, runs: list[dict], recipe: dict) -> list[str]:
     lines: list[str] = []
-    lines.append(
-        f"Default model (configs/default.yaml, {model['parameters']:,} parameters, batch "
-        f"{recipe['per_device_train_batch_size']} x {recipe['max_length']}): "
-        f"{model['step_seconds'] * 1000:.0f} ms for its fastest training step (median "
-        f"{model['median_step_seconds'] * 1000:.0f} ms) = {model['tokens_per_s']:,.0f} tokens/s "
-        f"consumed at most ({model['torch_threads']} torch threads)."
-    )
+    several = len(runs) > 1
+    for index, run in enumerate(runs):
+        model = run["model"]
+        if several:
+            lines += [f"Run {index} (the `run` column):", ""]
+        lines += _measured_on(run)
+        lines += [
+            f"Default model (configs/default.yaml, {model['parameters']:,} parameters, batch "
+            f"{recipe['per_device_train_batch_size']} x {recipe['max_length']}): "
+            f"{model['step_seconds'] * 1000:.0f} ms for its fastest training step (median "
+            f"{model['median_step_seconds'] * 1000:.0f} ms) = {model['tokens_per_s']:,.0f} "
+            f"tokens/s consumed at most ({model['torch_threads']} torch threads).",
+            "",
+        ]
+    run_head, run_rule = ("| run ", "|---:") if several else ("", "")
     lines += [
-        "",
-        "| files | step | num_proc / workers | wall s | startup s | files/s | tokens/s "
+        f"{run_head}| files | step | num_proc / workers | wall s | startup s | files/s | tokens/s "
         "| x model | peak MB | with mapped files |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"{run_rule}|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+        model = runs[row.get("run", 0)]["model"]
         tokens = row.get("tokens_per_s")
         ratio = tokens / model["tokens_per_s"] if tokens else None
         startup = None
         if "open_seconds" in row:
             startup = row["open_seconds"] + (row.get("first_batch_seconds") or 0.0)
+        run_cell = f"| {row.get('run', 0)} " if several else ""
         lines.append(
-            f"| {row['size']:,} | {row['step']} | {row['procs']} | {row['seconds']:.1f} | "
-            f"{_number(startup, 1)} | {_number(row.get('files_per_s'))} | {_number(tokens)} | "
-            f"{_number(ratio, 1) if ratio else '-'} | {row['peak_mb']:.0f} | "
-            f"{row['peak_with_files_mb']:.0f} |"
+            f"{run_cell}| {row['size']:,} | {row['step']} | {row['procs']} | "
+            f"{row['seconds']:.1f} | {_number(startup, 1)} | {_number(row.get('files_per_s'))} | "
+            f"{_number(tokens)} | {_number(ratio, 1) if ratio else '-'} | "
+            f"{row['peak_mb']:.0f} | {row['peak_with_files_mb']:.0f} |"
         )
     lines += [
         "",
@@ -694,7 +742,7 @@ def _data_report(rows: list, model: dict, recipe: dict) -> list[str]:
         f"{SHUFFLE_BUFFER} blocks filling); `tokens/s` is the rate after the first batch, "
         f"batches of {recipe['per_device_train_batch_size']} x {recipe['max_length']} through a "
         "DataLoader with the default data collator. `x model` is that rate over the default "
-        "model's training consumption measured above. `peak MB`: the anonymous memory of the "
+        "model's training consumption measured in the same run. `peak MB`: the anonymous memory of the "
         "step's process and workers (proportional set size, so pages forked workers share count "
         "once); `with mapped files` adds the pages of memory-mapped Arrow / Parquet files it "
         "read, which the kernel can drop and reread.",
@@ -704,13 +752,13 @@ def _data_report(rows: list, model: dict, recipe: dict) -> list[str]:
         small, large = sizes[0], sizes[-1]
         lines += ["", f"Peak memory, {large:,} vs {small:,} files (goal: within 20%):", ""]
         for step, procs in dict.fromkeys((r["step"], r["procs"]) for r in rows):
-            peaks = {
-                r["size"]: r["peak_mb"] for r in rows if (r["step"], r["procs"]) == (step, procs)
-            }
+            same = [r for r in rows if (r["step"], r["procs"]) == (step, procs)]
+            peaks = {r["size"]: r["peak_mb"] for r in same}
             if small in peaks and large in peaks:
                 change = peaks[large] / peaks[small] - 1
+                run = f", run {same[0].get('run', 0)}" if several else ""
                 lines.append(
-                    f"- {step} ({procs}): {peaks[small]:.0f} -> {peaks[large]:.0f} MB "
+                    f"- {step} ({procs}{run}): {peaks[small]:.0f} -> {peaks[large]:.0f} MB "
                     f"({change:+.0%})"
                 )
     return lines
