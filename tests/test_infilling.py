@@ -39,6 +39,7 @@ CAUSAL = [name for name, arch in ARCHITECTURES.items() if arch.generates and not
 QUARTET = "haydn_op74no1_quartet_excerpt.mid"  # violins 40, 40, viola 41, cello 42
 BAND = "band_with_drums.mid"  # piano 0, bass 33, drums; two bars
 METERS = "tempo_and_meter_changes.mid"  # 4/4, 3/4, 6/8 and tempo changes
+CHORALE = "bach_bwv66.6.mid"  # soprano, alto, tenor, bass: all four program 0; nine bars
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +153,26 @@ def test_whole_track_infill_and_meters(tok, vocab, valid):
     expected = [int(m.split("_")[1].split("/")[0]) * per_beat for m in meters]
     assert prompt.bar_positions == expected
     assert meters == ["TimeSig_4/4", "TimeSig_3/4", "TimeSig_3/4", "TimeSig_6/8"]
+
+
+def test_prompt_by_track_number_picks_one_of_several_tracks_of_a_program(tok, vocab, valid):
+    piece = parse_piece(vocab, tok.encode_midi(valid / CHORALE))
+    assert piece.programs == [0, 0, 0, 0]  # infill_programs cannot tell the voices apart
+    alto = build_infill_prompt(tok, valid / CHORALE, tracks=2)
+    assert alto.holes == [Hole(1, bar) for bar in range(1, piece.num_bars + 1)]
+    # the placeholders stand in the second Track_Start block, the other blocks are untouched
+    blocks = []
+    for token in alto.input_ids[1:]:
+        if token == vocab.track_start:
+            blocks.append([])
+        blocks[-1].append(token)
+    assert [block.count(vocab.placeholder) for block in blocks] == [0, piece.num_bars, 0, 0]
+    for index in (0, 2, 3):
+        track = piece.tracks[index]
+        assert blocks[index] == [*track.header, *sum(track.bars, []), vocab.track_end]
+    outer = build_infill_prompt(tok, valid / CHORALE, bars=(3, 4), tracks=[4, 1, 4])
+    assert outer.holes == [Hole(0, 3), Hole(0, 4), Hole(3, 3), Hole(3, 4)]
+    assert select_holes(piece, tracks=[2]) == select_holes(piece, tracks=2)
 
 
 def test_prompt_window_fits_the_context(tok, valid):
@@ -401,6 +422,24 @@ def test_pipeline_whole_track_and_sliding_window(tok, valid):
     assert_kept_outside_holes(original, piece["score"], prompt.holes)
 
 
+@pytest.mark.parametrize("bars, tracks", [(None, 2), ((3, 5), [2])])
+def test_pipeline_regenerates_one_voice_of_a_chorale(tok, vocab, valid, bars, tracks):
+    model = tiny_model(*_gpt(), tok, max_position_embeddings=256)
+    generator = pipeline("midi-generation", model=model, tokenizer=tok)
+    path = valid / CHORALE
+    piece = generator(str(path), infill_bars=bars, infill_tracks=tracks, max_new_tokens=60, seed=0)
+    original = tok.to_score(tok.encode_midi(path))
+    first, last = bars or (1, parse_piece(vocab, tok.encode_midi(path)).num_bars)
+    holes = [Hole(1, bar) for bar in range(first, last + 1)]
+    assert piece["num_filled_bars"] == len(holes)
+    assert piece["num_dropped_tokens"] == 0
+    filled = piece["score"]
+    assert len(filled.tracks) == 4
+    for index in (0, 2, 3):  # soprano, tenor and bass note for note
+        assert list(filled.tracks[index].notes) == list(original.tracks[index].notes)
+    assert_kept_outside_holes(original, filled, holes)
+
+
 def _gpt():
     return ARCHITECTURES["gpt"].config_class, ARCHITECTURES["gpt"].model_class
 
@@ -424,6 +463,14 @@ def generator(tok):
         ({"infill_programs": [200]}, "infill_programs: 200 is not"),
         ({"infill_bars": (1, 1), "num_bars": 4}, "cannot be combined with num_bars"),
         ({"infill_bars": (1, 1), "programs": [0]}, "cannot be combined with programs"),
+        ({"infill_tracks": 0}, "infill_tracks must be track numbers counted from 1"),
+        ({"infill_tracks": [1, -2]}, "infill_tracks must be track numbers counted from 1"),
+        ({"infill_tracks": [1.0]}, "infill_tracks must be track numbers counted from 1"),
+        ({"infill_tracks": "2"}, "infill_tracks must be track numbers counted from 1"),
+        ({"infill_tracks": [True]}, "infill_tracks must be track numbers counted from 1"),
+        ({"infill_tracks": []}, "infill_tracks must be track numbers counted from 1"),
+        ({"infill_tracks": [1], "infill_programs": [0]}, "infill_programs or infill_tracks, not"),
+        ({"infill_tracks": [1], "num_bars": 4}, "cannot be combined with num_bars"),
     ],
 )
 def test_bad_options_fail_up_front(generator, valid, options, message):
@@ -437,13 +484,26 @@ def test_bad_options_fail_up_front(generator, valid, options, message):
     [
         (BAND, {"infill_bars": (2, 3)}, r"bars 2-3 are outside the piece, which has 2 bars"),
         (BAND, {"infill_programs": [40]}, "no track of the piece plays program 40"),
+        (
+            BAND,
+            {"infill_tracks": [2, 4]},
+            r"track 4 is outside the piece, which has 3 tracks \(1-3\)",
+        ),
+        (CHORALE, {"infill_tracks": 5, "infill_bars": (1, 1)}, r"4 tracks \(1-4\)"),
         (BAND, {"infill_bars": (1, 1), "max_new_tokens": 4}, "cannot hold the 3 fills"),
         (None, {"infill_bars": (1, 1)}, "need a primer"),
     ],
 )
 def test_errors_about_the_piece(generator, valid, primer, options, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as error:
         generator(None if primer is None else str(valid / primer), **options)
+    assert "\n" not in str(error.value)
+
+
+def test_infill_tracks_are_checked_before_the_primer_is_read(generator, tmp_path):
+    missing = str(tmp_path / "missing.mid")  # reading it would fail with another error
+    with pytest.raises(ValueError, match=r"infill_tracks must be .* got \[0\]"):
+        generator(missing, infill_tracks=[0])
 
 
 def test_tokenizers_without_infill_tokens_are_refused(valid):
@@ -467,5 +527,9 @@ def test_parse_and_select_errors(tok, vocab, valid):
     piece = parse_piece(vocab, tok.encode_midi(valid / BAND))
     with pytest.raises(ValueError, match="Give the bars to infill"):
         select_holes(piece)
+    with pytest.raises(ValueError, match="Give infill_programs or infill_tracks, not both"):
+        select_holes(piece, programs=[0], tracks=[1])
+    with pytest.raises(ValueError, match=r"infill_tracks: track 9 .* 3 tracks \(1-3\)"):
+        build_infill_prompt(tok, valid / BAND, bars=(1, 1), tracks=9)
     with pytest.raises(ValueError, match="probability must be in"):
         DataCollatorForInfilling(tok, 128, infill_probability=1.5)

@@ -316,8 +316,10 @@ def select_holes(
     piece: MmmPiece,
     bars: tuple[int, int] | None = None,
     programs: Iterable[int | str] | int | str | None = None,
+    tracks: Iterable[int] | int | None = None,
 ) -> list[Hole]:
-    """The holes for "bars ``a``..``b`` of the tracks playing ``programs``".
+    """The holes for "bars ``a``..``b`` of the tracks playing ``programs``" (or of the tracks
+    ``tracks``).
 
     Args:
         piece: the parsed piece.
@@ -326,13 +328,22 @@ def select_holes(
         programs: General MIDI program numbers (``-1`` for drums) or names, as ``programs=`` of
             the pipeline takes them; every track playing one of them is infilled (``None``:
             every track).
+        tracks: track numbers counted from 1 in the piece's order (the order of its
+            ``Track_Start`` blocks), to pick one of several tracks playing the same program
+            (the four voices of a chorale); not with ``programs``.
 
     Raises:
-        ValueError: neither given, a bar range that is not ``1 <= a <= b <= bars in the
-            piece``, an unknown program, or a program no track of the piece plays.
+        ValueError: none of them given, both ``programs`` and ``tracks``, a bar range that is
+            not ``1 <= a <= b <= bars in the piece``, an unknown program, a program no track of
+            the piece plays, or a track number outside the piece.
     """
-    if bars is None and programs is None:
-        raise ValueError("Give the bars to infill (infill_bars), the programs, or both.")
+    if bars is None and programs is None and tracks is None:
+        raise ValueError(
+            "Give the bars to infill (infill_bars), the tracks (infill_programs or "
+            "infill_tracks), or both."
+        )
+    if programs is not None and tracks is not None:
+        raise ValueError("Give infill_programs or infill_tracks, not both.")
     count = piece.num_bars
     if count == 0:
         raise ValueError("The piece has no bars to infill.")
@@ -344,7 +355,17 @@ def select_holes(
                 f"infill_bars: bars {first}-{last} are outside the piece, which has {count} "
                 f"bar{'s' if count > 1 else ''} (1-{count})."
             )
-    tracks = range(len(piece.tracks))
+    chosen: Iterable[int] = range(len(piece.tracks))
+    if tracks is not None:
+        numbers = check_track_numbers(tracks)
+        total = len(piece.tracks)
+        outside = [n for n in numbers if n > total]
+        if outside:
+            raise ValueError(
+                f"infill_tracks: track {outside[0]} is outside the piece, which has {total} "
+                f"track{'s' if total > 1 else ''} (1-{total})."
+            )
+        chosen = [n - 1 for n in numbers]
     if programs is not None:
         wanted = resolve_infill_programs(programs)
         present = piece.programs
@@ -354,8 +375,8 @@ def select_holes(
                 f"infill_programs: no track of the piece plays program {absent[0]}; its tracks "
                 f"play {sorted(set(present))}."
             )
-        tracks = [i for i, program in enumerate(present) if program in wanted]
-    return [Hole(track, bar) for track in tracks for bar in range(first, last + 1)]
+        chosen = [i for i, program in enumerate(present) if program in wanted]
+    return [Hole(track, bar) for track in chosen for bar in range(first, last + 1)]
 
 
 def check_bar_range(bars: Any) -> tuple[int, int]:
@@ -372,6 +393,24 @@ def check_bar_range(bars: Any) -> tuple[int, int]:
             f"last, got {bars!r}."
         )
     return int(bars[0]), int(bars[1])
+
+
+def check_track_numbers(tracks: Any) -> tuple[int, ...]:
+    """Track numbers counted from 1 (an int or a non-empty list of ints) -> sorted, without
+    repeats, or a one-line ``ValueError`` naming ``infill_tracks`` (the piece's track count is
+    checked by :func:`select_holes`)."""
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+    numbers = [tracks] if is_int(tracks) else tracks
+    valid = isinstance(numbers, (list, tuple, range)) and len(numbers) > 0
+    if not valid or not all(is_int(n) and n >= 1 for n in numbers):
+        raise ValueError(
+            "infill_tracks must be track numbers counted from 1 in the piece's order (1, 2, ... "
+            f"up to its number of tracks): an int or a non-empty list of ints, got {tracks!r}."
+        )
+    return tuple(sorted({int(n) for n in numbers}))
 
 
 def resolve_infill_programs(programs: Any) -> tuple[int, ...]:
@@ -550,8 +589,11 @@ def build_infill_prompt(
     max_length: int | None = None,
     reserve: int = 0,
     vocab: InfillVocabulary | None = None,
+    *,
+    tracks: Iterable[int] | int | None = None,
 ) -> InfillPrompt:
-    """The infilling prompt for bars ``a``..``b`` of the tracks playing ``programs``.
+    """The infilling prompt for bars ``a``..``b`` of the tracks playing ``programs`` (or of the
+    tracks ``tracks``).
 
     Args:
         tokenizer: a :class:`~midiformers.MidiTokenizer` of the ``mmm`` preset.
@@ -566,10 +608,12 @@ def build_infill_prompt(
             (only the holes' bars when even they do not).
         reserve: tokens kept free in ``max_length`` for the fills.
         vocab: the tokenizer's :class:`InfillVocabulary` (built when not given).
+        tracks: the tracks to regenerate by number, counted from 1 in the piece's order (the
+            order of its ``Track_Start`` blocks); not with ``programs``.
 
     Raises:
-        ValueError: a tokenizer without infill tokens, bars outside the piece, or a program no
-            track plays.
+        ValueError: a tokenizer without infill tokens, bars outside the piece, a program no
+            track plays, a track number outside the piece, or both ``programs`` and ``tracks``.
     """
     vocab = vocab or InfillVocabulary(tokenizer)
     if hasattr(source, "tolist") and not hasattr(source, "tracks"):
@@ -582,7 +626,7 @@ def build_infill_prompt(
     piece = parse_piece(vocab, ids)
     if not piece.tracks:
         raise ValueError("The piece has no notes to infill around.")
-    holes = sorted(select_holes(piece, bars, programs))
+    holes = sorted(select_holes(piece, bars, programs, tracks))
     window = _window(vocab, piece, holes, max_length, reserve)
     context, fills, placeholders = _layout(vocab, piece, holes, window)
     return InfillPrompt(

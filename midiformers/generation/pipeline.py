@@ -30,6 +30,7 @@ from .infilling import (
     check_bar_range,
     check_fills,
     check_infilling_tokenizer,
+    check_track_numbers,
     decode_filled,
     resolve_infill_programs,
     splice_fills,
@@ -71,12 +72,15 @@ class MidiGenerationPipeline(Pipeline):
         ``"Acoustic Grand Piano"`` / ``"drums"``; every preset has Program tokens),
         num_return_sequences,
         context_length / stride (sliding window; default: the model's :func:`context_length`,
-        half of it), infill_bars / infill_programs (infilling, ``mmm`` tokenizers: regenerate
-        bars ``(a, b)``, counted from 1 and both included, of the tracks playing
-        ``infill_programs`` (numbers or names as for ``programs``; default: every track) of the
-        primer, keeping every other note; ``infill_programs`` alone regenerates whole tracks;
-        ``max_new_tokens`` then defaults to :data:`TOKENS_PER_BAR` + 2 per masked bar; see
-        :mod:`.infilling`), density / polyphony / pitch_classes / durations / repetition
+        half of it), infill_bars / infill_programs / infill_tracks (infilling, ``mmm``
+        tokenizers: regenerate bars ``(a, b)``, counted from 1 and both included, of the tracks
+        playing ``infill_programs`` (numbers or names as for ``programs``; default: every
+        track) of the primer, keeping every other note; or of the tracks ``infill_tracks``
+        instead (track numbers counted from 1 in the piece's order, the order of its
+        ``Track_Start`` blocks: one voice of a chorale whose four voices share program 0; not
+        with ``infill_programs``); ``infill_programs`` or ``infill_tracks`` alone regenerates
+        whole tracks; ``max_new_tokens`` then defaults to :data:`TOKENS_PER_BAR` + 2 per masked
+        bar; see :mod:`.infilling`), density / polyphony / pitch_classes / durations / repetition
         (attribute controls, tokenizers with miditok attribute controls such as ``mmm``: the
         grammar writes the matching control tokens into every track and every bar with notes;
         values and ranges in :data:`.controls.CONTROLS`, e.g. ``density="high"``,
@@ -142,6 +146,7 @@ class MidiGenerationPipeline(Pipeline):
         stride: int | None = None,
         infill_bars: Any = None,
         infill_programs: Any = None,
+        infill_tracks: Any = None,
         density: Any = None,
         polyphony: Any = None,
         pitch_classes: Any = None,
@@ -172,8 +177,10 @@ class MidiGenerationPipeline(Pipeline):
         }
         forward.update({k: v for k, v in options.items() if v is not None})
         check_generation_options(**forward, **controls)  # fail before any primer is read
+        infill = {"bars": infill_bars, "programs": infill_programs, "tracks": infill_tracks}
+        infilling = any(value is not None for value in infill.values())
         if controls:
-            forward["controls"] = self._control_ids(controls, grammar, infill_bars, infill_programs)
+            forward["controls"] = self._control_ids(controls, grammar, infilling)
         if composer is not None:
             forward["composer"] = self._composer_ids(composer)
         if num_bars is not None and duration_seconds is not None:
@@ -193,15 +200,19 @@ class MidiGenerationPipeline(Pipeline):
                 raise ValueError("programs needs the grammar: leave grammar=True.")
             forward["programs"] = self.grammar.with_programs(programs).programs  # checked now
         preprocess: dict[str, Any] = {}
-        if infill_bars is not None or infill_programs is not None:
-            preprocess = self._infill_options(infill_bars, infill_programs, forward)
+        if infilling:
+            preprocess = self._infill_options(**infill, forward=forward)
             forward["infill"] = True
         return preprocess, forward, {}
 
-    def _infill_options(self, bars: Any, programs: Any, forward: dict[str, Any]) -> dict:
-        """Check the infilling options now (one-line errors); the bars against the piece are
-        checked when the primer is read."""
+    def _infill_options(
+        self, bars: Any, programs: Any, tracks: Any, forward: dict[str, Any]
+    ) -> dict:
+        """Check the infilling options now (one-line errors); the bars and tracks against the
+        piece are checked when the primer is read."""
         check_infilling_tokenizer(self.tokenizer)
+        if programs is not None and tracks is not None:
+            raise ValueError("Give infill_programs or infill_tracks, not both.")
         clashing = [k for k in ("num_bars", "duration_seconds", "programs") if k in forward]
         if "composer" in forward:
             clashing.append("composer")
@@ -209,11 +220,13 @@ class MidiGenerationPipeline(Pipeline):
             clashing.append("num_beams")
         if clashing:
             raise ValueError(
-                f"infill_bars / infill_programs cannot be combined with {', '.join(clashing)}."
+                f"infill_bars / infill_programs / infill_tracks cannot be combined with "
+                f"{', '.join(clashing)}."
             )
         return {
             "infill_bars": None if bars is None else check_bar_range(bars),
             "infill_programs": None if programs is None else resolve_infill_programs(programs),
+            "infill_tracks": None if tracks is None else check_track_numbers(tracks),
             "max_new_tokens": forward.get("max_new_tokens"),
             "window": forward.get("context_length", -1),
         }
@@ -226,15 +239,17 @@ class MidiGenerationPipeline(Pipeline):
         return self._infill_vocabulary
 
     def _control_ids(
-        self, controls: dict[str, Any], grammar: Any, infill_bars: Any, infill_programs: Any
+        self, controls: dict[str, Any], grammar: Any, infilling: bool
     ) -> tuple[list[int], list[int]]:
         """Attribute controls -> (track, bar) control token ids, checked against the
         tokenizer now (see :mod:`.controls`)."""
         names = ", ".join(controls)
         if grammar is False:
             raise ValueError(f"{names} needs the grammar: leave grammar=True.")
-        if infill_bars is not None or infill_programs is not None:
-            raise ValueError(f"{names} cannot be combined with infill_bars / infill_programs.")
+        if infilling:
+            raise ValueError(
+                f"{names} cannot be combined with infill_bars / infill_programs / infill_tracks."
+            )
         return control_token_ids(self.tokenizer, **controls)
 
     def _grammar_for(
@@ -291,11 +306,14 @@ class MidiGenerationPipeline(Pipeline):
         inputs: Any,
         infill_bars: tuple[int, int] | None,
         infill_programs: tuple[int, ...] | None,
+        infill_tracks: tuple[int, ...] | None,
         max_new_tokens: int | None,
         window: int | None,
     ) -> dict[str, Any]:
         if inputs is None:
-            raise ValueError("infill_bars / infill_programs need a primer: the piece to infill.")
+            raise ValueError(
+                "infill_bars / infill_programs / infill_tracks need a primer: the piece to infill."
+            )
         if not isinstance(inputs, _PRIMER_TYPES):
             raise TypeError(
                 "Infilling takes a MIDI path, MIDI bytes, a symusic.Score or token ids, got "
@@ -310,6 +328,7 @@ class MidiGenerationPipeline(Pipeline):
             inputs,
             bars=infill_bars,
             programs=infill_programs,
+            tracks=infill_tracks,
             max_length=window,
             reserve=reserve,
             vocab=self.infill_vocabulary,
