@@ -64,24 +64,10 @@ def midi_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, midi_tokenizer) -> Path:
     """A saved tiny random GPT with the default tokenizer (as ``train.py`` leaves a model)."""
-    from midiformers import MidiGPTConfig, MidiGPTForCausalLM
+    from demo_support import save_tiny_model
 
     folder = tmp_path_factory.mktemp("tiny-gpt")
-    config = MidiGPTConfig(
-        vocab_size=len(midi_tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        position_embedding_type="rotary",
-        pad_token_id=midi_tokenizer.pad_token_id,
-        bos_token_id=midi_tokenizer.bos_token_id,
-        eos_token_id=midi_tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    MidiGPTForCausalLM(config).save_pretrained(folder)
-    midi_tokenizer.save_pretrained(folder)
+    save_tiny_model(folder, midi_tokenizer)
     return folder
 
 

@@ -778,7 +778,7 @@ def test_infilling_rewrites_bars_of_the_upload_and_keeps_every_other_note(
     out = tmp_path / "out"
     out.mkdir()
     generator = Generator(entries, out, audio_off="off", primer_dirs=[tmp_path], update_every=0.2)
-    assert generator.outline(mmm.label, str(three_bars)) == (3, [0])
+    assert generator.outline(mmm.label, str(three_bars)) == (3, [0, 0, 0, 0])
     assert generator.outline(remi.label, str(three_bars)) is None
 
     tokenizer = mmm.tokenizer()
@@ -810,11 +810,29 @@ def test_infilling_rewrites_bars_of_the_upload_and_keeps_every_other_note(
     refilled = tokenizer.to_score(again.piece.token_ids)
     assert notes_outside(refilled, 2 * bar, 3 * bar) == notes_outside(filled, 2 * bar, 3 * bar)
 
+    # One voice by its number (the page lists "2: Acoustic Grand Piano"), however many tracks
+    # share its program: the other voices keep every note, bar 2 included.
+    request = GenerationRequest(
+        mmm.label, primer=str(three_bars), infill_bars=(2, 2), infill_tracks=["2: Piano"], seed=3
+    )
+    voice = finished(generator.stream(request))
+    assert "Bars 2-2 of 1 track regenerated" in voice.status, voice.status
+    voiced = tokenizer.to_score(voice.piece.token_ids)
+    for index in (0, 2, 3):
+        assert voiced.tracks[index].notes == original.tracks[index].notes
+    assert check_sequence(tokenizer, voice.piece.token_ids).num_dropped == 0
+
     cases = [
         (
             GenerationRequest(remi.label, primer=str(three_bars), infill_bars=(1, 1)),
             f"**Infilling** is not available for model {remi.label!r}: it needs a model "
             "trained with the mmm preset's infilling tokens.",
+        ),
+        (
+            GenerationRequest(
+                mmm.label, primer=str(three_bars), infill_bars=(1, 1), infill_tracks=["bass"]
+            ),
+            "**Unknown track** 'bass': pick tracks by their number.",
         ),
         (
             GenerationRequest(mmm.label, infill_bars=(1, 1)),

@@ -128,8 +128,9 @@ class GenerationRequest:
     ``instruments``: the programs new notes may use (empty: any). ``controls``: attribute
     controls by name (``None`` or ``"any"``: not set). ``infill_bars``: regenerate these bars
     (first, last, counted from 1) of the primer, or of the earlier result given as source,
-    in the tracks playing ``infill_programs`` (empty: every track); the length, instruments
-    and composer do not apply then.
+    in the tracks numbered ``infill_tracks`` (counted from 1 in the piece's order) or playing
+    ``infill_programs`` (both empty: every track); the length, instruments and composer do
+    not apply then.
     """
 
     model: str | None
@@ -148,6 +149,7 @@ class GenerationRequest:
     controls: dict[str, Any] = field(default_factory=dict)
     infill_bars: tuple[float, float] | None = None
     infill_programs: Sequence[int | str] | None = None
+    infill_tracks: Sequence[int] | None = None
 
 
 @dataclass
@@ -318,8 +320,9 @@ class Generator:
     def outline(
         self, model_label: str | None, primer: str | None, source: Piece | None = None
     ) -> tuple[int, list[int]] | None:
-        """(bars, programs of its tracks) of the piece infilling would work on: the primer
-        upload, else ``source``; ``None`` when the model cannot infill or there is no piece."""
+        """(bars, the program of each track in order) of the piece infilling would work on: the
+        primer upload, else ``source``; ``None`` when the model cannot infill or there is no
+        piece."""
         entry = self.entries.get(model_label or "")
         if entry is None or not entry.features.infilling:
             return None
@@ -333,7 +336,7 @@ class Generator:
             return None
         if not piece.tracks:
             return None
-        return piece.num_bars, sorted(set(piece.programs))
+        return piece.num_bars, list(piece.programs)
 
     def _entry(self, request: GenerationRequest) -> ModelEntry:
         entry = self.entries.get(request.model or "")
@@ -405,13 +408,16 @@ class Generator:
         if first > last:
             raise _RequestProblem(f"**From bar** ({first}) comes after **To bar** ({last}).")
         programs = list(request.infill_programs or []) or None
+        tracks = _track_numbers(request.infill_tracks)
         try:
-            view = _Filling(entry.tokenizer(), ids, (first, last), programs)
+            view = _Filling(entry.tokenizer(), ids, (first, last), programs, tracks)
         except ValueError as error:
             raise _RequestProblem(f"**Cannot regenerate those bars.** {error}") from None
         options = {**_sampling(request), "infill_bars": (first, last)}
         if programs:
             options["infill_programs"] = programs
+        if tracks:
+            options["infill_tracks"] = tracks
         return view, options
 
     def _options(
@@ -674,16 +680,38 @@ class _Writing:
         return output, "Stopped: the piece ends where the model was, its open notes closed."
 
 
+def _track_numbers(values: Sequence[Any] | None) -> list[int] | None:
+    """Track numbers picked in the page (ints, or labels such as ``"2: Violin"``)."""
+    numbers = []
+    for value in values or []:
+        text = str(value).split(":", 1)[0].strip()
+        if not text.isdigit():
+            raise _RequestProblem(
+                f"**Unknown track** {_quoted(str(value))}: pick tracks by their number."
+            )
+        numbers.append(int(text))
+    return numbers or None
+
+
 class _Filling:
     """Bars of a piece being regenerated (infilling): the roll shows the holes filled so far
     (the others empty); stopped, the bars not filled yet keep their notes."""
 
-    def __init__(self, tokenizer: Any, ids: list[int], bars: tuple[int, int], programs: Any):
+    def __init__(
+        self,
+        tokenizer: Any,
+        ids: list[int],
+        bars: tuple[int, int],
+        programs: Any,
+        tracks: list[int] | None = None,
+    ):
         from ..generation.infilling import InfillVocabulary, build_infill_prompt
 
         self.tokenizer = tokenizer
         self.vocab = InfillVocabulary(tokenizer)
-        self.prompt = build_infill_prompt(tokenizer, ids, bars, programs, vocab=self.vocab)
+        self.prompt = build_infill_prompt(
+            tokenizer, ids, bars, programs, vocab=self.vocab, tracks=tracks
+        )
         self.marks = _bar_span(tokenizer.to_score([*ids]), *bars)
         tracks = len({hole.track for hole in self.prompt.holes})
         self.done = (

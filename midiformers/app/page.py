@@ -279,7 +279,7 @@ def build_page(
             last result; streamed."""
             settings = GenerationRequest(
                 model, None, primer, temperature, top_k, top_p, 0, seed, grammar,
-                infill_bars=(infill_from, infill_to), infill_programs=infill_tracks,
+                infill_bars=(infill_from, infill_to), infill_tracks=infill_tracks,
             )  # fmt: skip
             source = history[-1] if history and not primer else None
             yield from _streamed(generator.stream(settings, _session(request), source), history)
@@ -417,9 +417,10 @@ def _outline_update(outline: tuple[int, list[int]] | None) -> tuple:
     if outline is None:
         return gr.skip(), gr.Dropdown(choices=[], value=[])
     bars, programs = outline
+    tracks = [(f"{number}: {instrument_name(p)}", number) for number, p in enumerate(programs, 1)]
     return (
         gr.Number(maximum=bars, info=f"The piece has {bars} bars."),
-        gr.Dropdown(choices=[(instrument_name(p), p) for p in programs], value=[]),
+        gr.Dropdown(choices=tracks, value=[]),
     )
 
 
