@@ -45,21 +45,19 @@ logger = logging.getLogger("bench_control")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: benchmarks._common
 from benchmarks._common import machine_description  # noqa: E402
+from midiformers.evaluation.features import MAJOR_SCALE, MINOR_SCALE  # noqa: E402
+from midiformers.generation.controls import (  # noqa: E402
+    _DURATION_TOKENS as CONTROL_DURATION_TOKENS,
+)
+from midiformers.generation.controls import DURATION_NAMES  # noqa: E402
 
 RECIPE = ROOT / "configs" / "mmm_infill.yaml"
 RESULTS = ROOT / "benchmarks" / "results"
 GOAL_HIT_RATE = 0.8
-MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
-MINOR = np.array([0, 2, 3, 5, 7, 8, 10])
 NOTE_PREFIXES = ("Pitch_", "PitchDrum_", "Velocity_", "Duration_")
 CONTROL_NAMES = ("density", "polyphony", "pitch_classes", "durations", "repetition")
-_DURATION_TOKENS = {
-    "Whole": "whole",
-    "Half": "half",
-    "Quarter": "quarter",
-    "Eight": "eighth",
-    "Sixteenth": "sixteenth",
-}
+_DURATION_TOKENS = dict(zip(CONTROL_DURATION_TOKENS, DURATION_NAMES))
+"""miditok's spelling of a note value in ``ACBarNoteDuration<X>`` -> the pipeline's name."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -244,7 +242,7 @@ def key_scale(pitches: Sequence[int]) -> set[int]:
     """Pitch classes of the major or natural-minor scale that holds most of ``pitches``."""
     counts = np.bincount(np.asarray(pitches, dtype=int) % 12, minlength=12)
     best = max(
-        ((scale + root) % 12 for scale in (MAJOR, MINOR) for root in range(12)),
+        ((scale + root) % 12 for scale in (MAJOR_SCALE, MINOR_SCALE) for root in range(12)),
         key=lambda pcs: counts[pcs].sum(),
     )
     return set(best.tolist())
