@@ -10,11 +10,15 @@ controls on), then measured on held-out chorales:
   (track, for repetition) whose value miditok computes equals the asked-for one is a hit. The
   chance rate beside it is how often bars generated *without* the control have that value, for
   the same requests. Goal: >= 80% hits.
-* **Infilling**: the loss on the notes of a hole (bars ``a..b`` of every voice) with the context
-  on both sides (the infill format) against the same notes read left to right in the piece
-  (the context before them only). Goal: lower. And the share of filled notes in the key of the
-  piece (the major or natural-minor scale that best fits the notes kept), next to the share of
-  Bach's own notes in those bars and the 7/12 of uniformly random pitch classes.
+* **Infilling**: the loss on the notes of a hole with the context on both sides (the infill
+  format) against the same notes read left to right in the piece (the context before them only).
+  Goal: lower. The main row masks bars ``a..b`` of one voice (a random one per piece): the infill
+  prompt then holds everything left to right sees (the voices before it whole, this voice up to
+  the hole) and more (the voices after it, this voice after the hole). A second row masks those
+  bars of every voice, where left to right sees the earlier voices' notes *in* the hole's bars,
+  which the infill prompt hides. And the share of filled notes in the key of the piece (the
+  major or natural-minor scale that best fits the notes kept), next to the share of Bach's own
+  notes in those bars and the 7/12 of uniformly random pitch classes.
 
 ::
 
@@ -46,18 +50,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: benchmarks._common
 from benchmarks._common import machine_description  # noqa: E402
 from midiformers.evaluation.features import MAJOR_SCALE, MINOR_SCALE  # noqa: E402
-from midiformers.generation.controls import (  # noqa: E402
-    _DURATION_TOKENS as CONTROL_DURATION_TOKENS,
-)
-from midiformers.generation.controls import DURATION_NAMES  # noqa: E402
+from midiformers.generation.controls import control_values  # noqa: E402
 
 RECIPE = ROOT / "configs" / "mmm_infill.yaml"
 RESULTS = ROOT / "benchmarks" / "results"
 GOAL_HIT_RATE = 0.8
 NOTE_PREFIXES = ("Pitch_", "PitchDrum_", "Velocity_", "Duration_")
 CONTROL_NAMES = ("density", "polyphony", "pitch_classes", "durations", "repetition")
-_DURATION_TOKENS = dict(zip(CONTROL_DURATION_TOKENS, DURATION_NAMES))
-"""miditok's spelling of a note value in ``ACBarNoteDuration<X>`` -> the pipeline's name."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -67,9 +66,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--keep", type=Path, help="train into this folder and keep it (default: a temporary one)"
     )
     parser.add_argument("--steps", type=int, default=400, help="training steps")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the training recipe (YAML value), e.g. transpose_semitones=6",
+    )
     parser.add_argument("--requests", type=int, default=12, help="requests per control")
     parser.add_argument("--bars", type=int, default=4, help="bars per generated piece")
-    parser.add_argument("--pieces", type=int, default=12, help="held-out pieces for infilling")
+    parser.add_argument("--pieces", type=int, default=24, help="held-out pieces for infilling")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--output", type=Path, default=RESULTS / "bench_control")
@@ -79,11 +85,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 # --------------------------------------------------------------------------- training
 
 
-def train(output_dir: Path, steps: int) -> Path:
+def recipe_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs (YAML values) as a dict; a pair without ``=`` is refused."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set takes KEY=VALUE, got {pair!r}")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def train(output_dir: Path, steps: int, overrides: dict[str, Any] | None = None) -> Path:
     """Train the recipe's model with controls and infilling; returns its folder."""
     from midiformers.training.run import main as train_main
 
     recipe = yaml.safe_load(RECIPE.read_text())
+    recipe.update(overrides or {})
     recipe.update(
         output_dir=str(output_dir),
         max_steps=steps,
@@ -110,32 +128,6 @@ def held_out(count: int, seed: int) -> list[bytes]:
     return [test[i]["midi"] for i in order]
 
 
-def bar_values(tokens: Sequence[str]) -> dict[str, Any]:
-    """The control values one bar's (or track's) AC tokens say, as pipeline arguments."""
-    values: dict[str, Any] = {}
-    pitch_classes, durations, poly = [], [], {}
-    for token in tokens:
-        kind, _, value = token.partition("_")
-        if kind in ("ACBarNoteDensity", "ACTrackNoteDensityMax"):
-            values["density"] = int(value.rstrip("+"))
-        elif kind in ("ACBarOnsetPolyphonyMin", "ACTrackOnsetPolyphonyMin"):
-            poly["min"] = int(value)
-        elif kind in ("ACBarOnsetPolyphonyMax", "ACTrackOnsetPolyphonyMax"):
-            poly["max"] = int(value)
-        elif kind == "ACBarPitchClass":
-            pitch_classes.append(int(value))
-        elif kind.startswith("ACBarNoteDuration") and value == "1":
-            durations.append(_DURATION_TOKENS[kind.removeprefix("ACBarNoteDuration")])
-        elif kind == "ACTrackRepetition":
-            values["repetition"] = float(value)
-    if len(poly) == 2:
-        values["polyphony"] = (poly["min"], poly["max"])
-    if pitch_classes:
-        values["pitch_classes"] = tuple(sorted(pitch_classes))
-    values["durations"] = tuple(name for name in _DURATION_TOKENS.values() if name in durations)
-    return values
-
-
 def measured_units(tokenizer, score, name: str) -> list[Any]:
     """The value of control ``name`` in every non-empty bar (every track, for repetition)."""
     from midiformers.generation.controls import measure_controls
@@ -143,9 +135,9 @@ def measured_units(tokenizer, score, name: str) -> list[Any]:
     found = []
     for track in measure_controls(tokenizer, score):
         if name == "repetition":
-            found.append(bar_values(track["track"]).get(name))
+            found.append(control_values(track["track"]).get(name))
         else:
-            found.extend(bar_values(tokens).get(name) for tokens in track["bars"].values())
+            found.extend(control_values(tokens).get(name) for tokens in track["bars"].values())
     return found
 
 
@@ -216,13 +208,17 @@ def run_controls(generator, tokenizer, pieces, args) -> tuple[list[ControlRow], 
 # --------------------------------------------------------------------------- infilling
 
 
-def _hole_note_positions(tokens: Sequence[str], first: int, bars: tuple[int, int]) -> list[int]:
-    """Positions of the note tokens of bars ``bars`` (piece numbering) of every track in a
-    plain mmm sequence whose first bar is bar ``first`` of the piece."""
-    positions, bar = [], None
+def _hole_note_positions(
+    tokens: Sequence[str], first: int, bars: tuple[int, int], track: int | None = None
+) -> list[int]:
+    """Positions of the note tokens of bars ``bars`` (piece numbering) of track ``track``
+    (counted from 1; ``None``: every track) in a plain mmm sequence whose first bar is bar
+    ``first`` of the piece."""
+    positions, bar, number = [], None, 0
     for index, token in enumerate(tokens):
         if token == "Track_Start":
-            bar = first - 1
+            number += 1
+            bar = first - 1 if track is None or number == track else None
         elif token == "Bar_None" and bar is not None:
             bar += 1
         elif bar is not None and bars[0] <= bar <= bars[1] and token.startswith(NOTE_PREFIXES):
@@ -254,6 +250,7 @@ def _pitches(tokens: Sequence[str]) -> list[int]:
 
 @dataclass
 class InfillRow:
+    holes: str
     pieces: int
     hole_notes: int
     loss_infill: float
@@ -264,8 +261,9 @@ class InfillRow:
     dropped_tokens: int
 
 
-def run_infilling(generator, tokenizer, model, pieces, args) -> InfillRow:
-    """Hole-note loss with both contexts vs left to right; key share of filled notes."""
+def run_infilling(generator, tokenizer, model, pieces, args, one_voice: bool) -> InfillRow:
+    """Hole-note loss with both contexts vs left to right; key share of filled notes. Holes:
+    bars ``b, b+1`` of one random voice per piece (``one_voice``) or of every voice."""
     from midiformers.generation.infilling import (
         InfillVocabulary,
         build_infill_prompt,
@@ -286,7 +284,11 @@ def run_infilling(generator, tokenizer, model, pieces, args) -> InfillRow:
             continue
         first = rng.randint(2, num_bars - 2)
         bars = (first, first + 1)
-        prompt = build_infill_prompt(tokenizer, ids, bars=bars, max_length=window_size // 2)
+        track = rng.randint(1, tokenizer.convert_ids_to_tokens(ids).count("Track_Start"))
+        track = track if one_voice else None
+        prompt = build_infill_prompt(
+            tokenizer, ids, bars=bars, tracks=track, max_length=window_size // 2
+        )
         both = [*prompt.input_ids, *_with_ends(vocab, prompt.original_fills), vocab.eos]
         plain, _ = infill_sequence(vocab, prompt.piece, [], prompt.window)
         if max(len(both), len(plain)) > window_size:
@@ -295,7 +297,7 @@ def run_infilling(generator, tokenizer, model, pieces, args) -> InfillRow:
         start = len(prompt.input_ids)
         holes = [i for i in range(start, len(both)) if both_tokens[i].startswith(NOTE_PREFIXES)]
         plain_tokens = tokenizer.convert_ids_to_tokens(plain)
-        lefts = _hole_note_positions(plain_tokens, prompt.window[0], bars)
+        lefts = _hole_note_positions(plain_tokens, prompt.window[0], bars, track)
         if not holes or len(holes) != len(lefts):
             continue
         loss_both += float(_token_losses(model, both)[holes].sum())
@@ -304,13 +306,21 @@ def run_infilling(generator, tokenizer, model, pieces, args) -> InfillRow:
         in_holes = set(lefts)
         kept = [t for i, t in enumerate(plain_tokens) if i not in in_holes]
         scale = key_scale(_pitches(kept))
-        output = generator(midi, infill_bars=bars, seed=args.seed + used, do_sample=True, top_k=16)
+        output = generator(
+            midi,
+            infill_bars=bars,
+            infill_tracks=track,
+            seed=args.seed + used,
+            do_sample=True,
+            top_k=16,
+        )
         dropped += output["num_dropped_tokens"]
         written = tokenizer.convert_ids_to_tokens(output["infill_token_ids"][start:])
         filled_in.extend(p % 12 in scale for p in _pitches(written))
         original_in.extend(p % 12 in scale for p in _pitches([plain_tokens[i] for i in lefts]))
         used += 1
     return InfillRow(
+        holes="one voice" if one_voice else "every voice",
         pieces=used,
         hole_notes=len(original_in),
         loss_infill=loss_both / max(1, note_tokens),
@@ -336,13 +346,14 @@ def bar_count(tokenizer, ids: Sequence[int]) -> int:
 # --------------------------------------------------------------------------- report
 
 
-def report(control_rows: list[ControlRow], infill: InfillRow, args, dropped: int) -> str:
+def report(control_rows: list[ControlRow], infills: list[InfillRow], args, dropped: int) -> str:
+    dropped += sum(row.dropped_tokens for row in infills)
     lines = [
         "## Control benchmark",
         "",
         f"- {machine_description()}",
         f"- model: {args.model_label}; {args.bars}-bar pieces sampled with top-k 16",
-        f"- dropped tokens in every generated piece: {dropped + infill.dropped_tokens}",
+        f"- dropped tokens in every generated piece: {dropped}",
         "",
         "| control | requests | bars (tracks) measured | in the asked-for bin | without the "
         "control (chance) | goal >= 80% |",
@@ -354,19 +365,22 @@ def report(control_rows: list[ControlRow], infill: InfillRow, args, dropped: int
             f"| {row.control} | {row.requests} | {row.units} | {row.hit_rate:.0%} | "
             f"{row.chance_rate:.0%} | {met} |"
         )
-    lower = infill.loss_infill < infill.loss_left_to_right
     lines += [
         "",
-        f"Infilling, {infill.pieces} held-out chorales, two bars of every voice each "
-        f"({infill.hole_notes} notes in the holes):",
+        "Infilling, held-out chorales, two bars each (one voice, or every voice):",
         "",
-        "| loss per note token (pitch, velocity, duration): infill (both sides) | left to right | goal: lower | filled "
-        "notes in key | Bach's notes in key | random pitch classes |",
-        "|---:|---:|---|---:|---:|---:|",
-        f"| {infill.loss_infill:.3f} | {infill.loss_left_to_right:.3f} | "
-        f"{'met' if lower else 'NOT met'} | {infill.in_key_filled:.0%} | "
-        f"{infill.in_key_original:.0%} | {infill.in_key_random:.0%} |",
+        "| holes | pieces | notes in the holes | loss per note token (pitch, velocity, duration): "
+        "infill (both sides) | left to right | goal: lower | filled notes in key | Bach's notes "
+        "in key | random pitch classes |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
+    for row in infills:
+        lower = row.loss_infill < row.loss_left_to_right
+        lines.append(
+            f"| {row.holes} | {row.pieces} | {row.hole_notes} | {row.loss_infill:.3f} | "
+            f"{row.loss_left_to_right:.3f} | {'met' if lower else 'NOT met'} | "
+            f"{row.in_key_filled:.0%} | {row.in_key_original:.0%} | {row.in_key_random:.0%} |"
+        )
     return "\n".join(lines)
 
 
@@ -379,9 +393,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     import midiformers  # noqa: F401  (registers the Auto classes and the pipeline)
 
     with tempfile.TemporaryDirectory(prefix="bench-control-") as scratch:
-        model_dir = args.model or train(args.keep or Path(scratch) / "model", args.steps)
+        overrides = recipe_overrides(args.set)
+        model_dir = args.model or train(args.keep or Path(scratch) / "model", args.steps, overrides)
+        changed = "".join(f", {key}: {value}" for key, value in overrides.items())
         args.model_label = (
-            str(args.model) if args.model else f"mmm_infill.yaml + controls, {args.steps} steps"
+            str(args.model)
+            if args.model
+            else f"mmm_infill.yaml + controls{changed}, {args.steps} steps"
         )
         torch.set_num_threads(args.threads)  # the recipe sets its own while training
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -389,14 +407,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         generator = pipeline("midi-generation", model=model, tokenizer=tokenizer)
         pieces = held_out(max(args.pieces, args.requests), args.seed)
         control_rows, dropped = run_controls(generator, tokenizer, pieces, args)
-        infill = run_infilling(generator, tokenizer, model, pieces[: args.pieces], args)
-    table = report(control_rows, infill, args, dropped)
+        infills = [
+            run_infilling(generator, tokenizer, model, pieces[: args.pieces], args, one_voice)
+            for one_voice in (True, False)
+        ]
+    table = report(control_rows, infills, args, dropped)
     print(table)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.with_suffix(".md").write_text(table + "\n")
     payload = {
         "controls": [asdict(row) for row in control_rows],
-        "infilling": asdict(infill),
+        "infilling": [asdict(row) for row in infills],
         "machine": machine_description(),
         "model": args.model_label,
     }

@@ -909,10 +909,7 @@ def test_controls_from_the_page_reach_every_track_and_bar(tiny_mmm_dir, tmp_path
     )
     piece = finished(generator.stream(request)).piece
     tracks = read_controls(entries[0].tokenizer(), piece.token_ids)
-    assert tracks and all(
-        {"ACTrackNoteDensityMin_12", "ACTrackOnsetPolyphonyMax_2"} <= set(track["track"])
-        for track in tracks
-    )
+    assert tracks and all("ACTrackOnsetPolyphonyMax_2" in track["track"] for track in tracks)
     bars = [set(tokens) for track in tracks for tokens in track["bars"].values()]
     wanted = {"ACBarNoteDensity_12", "ACBarPitchClass_0", "ACBarPitchClass_4", "ACBarPitchClass_7"}
     assert bars and all(wanted <= tokens for tokens in bars)

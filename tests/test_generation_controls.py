@@ -12,6 +12,7 @@ import random
 import datasets
 import numpy as np
 import pytest
+import symusic
 import torch
 from miditok.utils import get_bars_ticks
 from test_generation_grammar import sample_random
@@ -34,6 +35,7 @@ from midiformers.generation import (
 from midiformers.generation.controls import (
     bars_per_track,
     check_control,
+    control_values,
     measure_controls,
     read_controls,
 )
@@ -215,8 +217,6 @@ def test_control_tokens_follow_miditok(mmm):
     assert names(mmm, track_ids) == [
         "ACTrackOnsetPolyphonyMin_1",
         "ACTrackOnsetPolyphonyMax_2",
-        "ACTrackNoteDensityMin_3",
-        "ACTrackNoteDensityMax_3",
         "ACTrackNoteDurationWhole_0",
         "ACTrackNoteDurationHalf_0",
         "ACTrackNoteDurationQuarter_1",
@@ -234,6 +234,37 @@ def test_control_tokens_follow_miditok(mmm):
     top = mmm.miditok.config.ac_note_density_bar_max
     assert names(mmm, control_token_ids(mmm, density=top)[1]) == [f"ACBarNoteDensity_{top}+"]
     assert control_token_ids(mmm) == ([], [])
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [
+        {"density": 5, "polyphony": (1, 3), "pitch_classes": (0, 4, 7)},
+        {"durations": ("quarter", "eighth"), "repetition": 0.33},
+        {"density": 18, "durations": ("whole",), "polyphony": (2, 2)},
+    ],
+)
+def test_control_values_read_back_what_was_asked(mmm, asked):
+    track_ids, bar_ids = control_token_ids(mmm, **asked)
+    read = control_values(names(mmm, bar_ids)) | control_values(names(mmm, track_ids))
+    assert read == asked
+    assert control_values(["Pitch_60", "Bar_None"]) == {}
+
+
+def test_control_values_of_a_measured_bar_match_its_notes(mmm):
+    """A bar of C E G quarter notes (one at a time) measured by miditok reads back as such."""
+    score = symusic.Score(480)
+    track = symusic.Track(program=0)
+    for i, pitch in enumerate((60, 64, 67, 72)):
+        track.notes.append(symusic.Note(i * 480, 480, pitch, 80))
+    score.tracks.append(track)
+    bars = measure_controls(mmm, score)[0]["bars"]
+    assert control_values(bars[0]) == {
+        "density": 4,
+        "polyphony": (1, 1),
+        "pitch_classes": (0, 4, 7),
+        "durations": ("quarter",),
+    }
 
 
 # ---------------------------------------------------------------------- errors

@@ -13,8 +13,10 @@ argument means, its valid values and its default are in :data:`CONTROLS` (what t
 its sliders from):
 
 * ``density``: notes per bar in each track: ``"low"`` (3), ``"medium"`` (6), ``"high"`` (12)
-  or a number 0-18 (18 stands for 18 or more): ``ACBarNoteDensity``, and the track's
-  ``ACTrackNoteDensityMin`` / ``Max``;
+  or a number 0-18 (18 stands for 18 or more): ``ACBarNoteDensity`` in every bar (the track's
+  ``ACTrackNoteDensityMin`` / ``Max`` only for a tokenizer without the bar-level control: a
+  track whose bars all hold the same number of notes, Min = Max, is rare in real music, so a
+  model has hardly seen those two tokens equal, while the bar tokens say the same thing);
 * ``polyphony``: notes starting together, an int or ``(min, max)`` in 1-6:
   ``ACBarOnsetPolyphonyMin`` / ``Max`` and ``ACTrackOnsetPolyphonyMin`` / ``Max``;
 * ``pitch_classes``: the pitch classes every bar uses (0-11 or names, ``"C"``, ``"F#"``,
@@ -48,6 +50,7 @@ __all__ = [
     "bars_per_track",
     "check_control",
     "control_token_ids",
+    "control_values",
     "measure_controls",
     "read_controls",
 ]
@@ -289,7 +292,10 @@ def control_token_ids(tokenizer: Any, **controls: Any) -> tuple[list[int], list[
     bar: list[int] = []
     for control in attribute_controls:
         for name, value in checked.items():
-            if type(control).__name__ in CONTROLS[name].tokens:
+            kind = type(control).__name__
+            if kind == "TrackNoteDensity" and "BarNoteDensity" in kinds:
+                continue  # the bar tokens say it, in a form the training data has (docstring)
+            if kind in CONTROLS[name].tokens:
                 ids = [tokenizer.miditok.vocab[t] for t in _control_tokens(control, name, value)]
                 (bar if isinstance(control, BarAttributeControl) else track).extend(ids)
     return track, bar
@@ -323,6 +329,46 @@ def read_controls(tokenizer: Any, token_ids: Iterable[int]) -> list[dict[str, An
         elif kind.startswith("ACBar"):
             tracks[-1]["bars"].setdefault(bar, []).append(token)
     return tracks
+
+
+def control_values(tokens: Iterable[str]) -> dict[str, Any]:
+    """The controls that control tokens (of one bar, or of one track) say, as the pipeline's
+    arguments: the inverse of :func:`control_token_ids`, e.g. to compare what a generated bar
+    has (:func:`measure_controls`) with what was asked.
+
+    Density is read from ``ACBarNoteDensity`` (a track's ``ACTrackNoteDensityMax``), polyphony
+    is ``(min, max)``, pitch classes a sorted tuple, durations the tuple of note values
+    present (in :data:`DURATION_NAMES` order), repetition the bin's value. Tokens of other
+    kinds are ignored.
+    """
+    values: dict[str, Any] = {}
+    pitch_classes, durations, polyphony = set(), set(), {}
+    duration_names = dict(zip(_DURATION_TOKENS, DURATION_NAMES))
+    for token in tokens:
+        kind, _, value = token.partition("_")
+        prefix = next((p for p in ("ACBar", "ACTrack") if kind.startswith(p)), None)
+        if prefix is None:
+            continue
+        rest = kind.removeprefix(prefix)
+        if rest == "NoteDensity" or rest == "NoteDensityMax":
+            values["density"] = int(value.rstrip("+"))
+        elif rest in ("OnsetPolyphonyMin", "OnsetPolyphonyMax"):
+            polyphony[rest[-3:]] = int(value)
+        elif rest == "PitchClass":
+            pitch_classes.add(int(value))
+        elif rest.startswith("NoteDuration") and value == "1":
+            durations.add(duration_names[rest.removeprefix("NoteDuration")])
+        elif rest.startswith("NoteDuration"):
+            values.setdefault("durations", ())
+        elif rest == "Repetition":
+            values["repetition"] = float(value)
+    if len(polyphony) == 2:
+        values["polyphony"] = (polyphony["Min"], polyphony["Max"])
+    if pitch_classes:
+        values["pitch_classes"] = tuple(sorted(pitch_classes))
+    if durations:
+        values["durations"] = tuple(name for name in DURATION_NAMES if name in durations)
+    return values
 
 
 def measure_controls(tokenizer: Any, score: Any) -> list[dict[str, Any]]:
