@@ -332,6 +332,54 @@ def test_the_roll_grows_while_the_model_writes_and_stop_keeps_the_piece(generato
     assert not generator.stop("listener")  # nothing runs for that session any more
 
 
+def _scale_piece(notes: int, step: int = 240):
+    """A one-track Score: ``notes`` eighth notes (at 120 bpm, 480 ticks per quarter) climbing
+    and falling between pitches 55 and 79, so every prefix of 48 or more spans them all."""
+    from symusic import Note, Track
+
+    score = Score(480)
+    track = Track(program=0)
+    for index in range(notes):
+        track.notes.append(Note(index * step, step, 55 + abs(index % 48 - 24), 80))
+    score.tracks.append(track)
+    return score
+
+
+def test_a_growing_roll_redraws_only_the_notes_while_they_fit():
+    from midiformers.app.live import LivePianoRoll
+
+    growing = LivePianoRoll(marks=(2.0,))
+    growing.draw(_scale_piece(48), room=30.0)  # 12 s of a piece expected to last 30 s
+    (_, right), (bottom, top) = growing.axes.get_xlim(), growing.axes.get_ylim()
+    assert right >= 30.0 and bottom < 55 and top > 80
+    longer = _scale_piece(96)  # 24 s: still inside the frame
+    pasted = growing.draw(longer, room=30.0)
+    assert growing.full_draws == 1
+    # pasting the axes and drawing the notes gives the image a full draw gives
+    fresh = LivePianoRoll(marks=(2.0,))
+    redrawn = fresh.draw(longer, room=30.0)
+    assert fresh.axes.get_xlim() == (0.0, right) and fresh.full_draws == 1
+    assert pasted.shape == redrawn.shape and (pasted == redrawn).all()
+    # notes that leave the frame widen it; the finished roll fits the piece
+    growing.draw(_scale_piece(160), room=30.0)  # 40 s
+    assert growing.full_draws == 2 and growing.axes.get_xlim()[1] >= 40.0
+    final = growing.draw(_scale_piece(160))
+    assert growing.axes.get_xlim() == (0.0, 40.0) and growing.axes.get_ylim() == (53.0, 82.0)
+    assert final.ndim == 3 and final.shape == pasted.shape
+
+
+def test_the_growing_roll_is_framed_for_the_length_asked_for(tiny_model_dir):
+    from midiformers.app.demo import _Writing
+
+    tokenizer = resolve_models([str(tiny_model_dir)])[0][0].tokenizer()
+    view = _Writing(tokenizer, [])
+    so_far = _scale_piece(48)  # 12 s at 120 bpm in 4/4: 6 bars
+    assert view.expected_end([0] * 100, so_far, {"duration_seconds": 30.0}) == 30.0
+    assert view.expected_end([0] * 100, so_far, {"num_bars": 10}) == pytest.approx(20.0)
+    # in tokens: the music so far over the share of the budget written
+    assert view.expected_end([0] * 100, so_far, {"max_new_tokens": 400}) == pytest.approx(48.0)
+
+
 @pytest.mark.parametrize("preset", ["remi", "midilike"])
 def test_a_piece_cut_anywhere_is_closed_into_valid_midi(
     preset, generator, tiny_model_dir, tiny_midilike_dir

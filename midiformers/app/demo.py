@@ -211,8 +211,9 @@ class Generator:
     grow, stops when asked, renders the outputs.
 
     ``update_every``: seconds between two partial results while the model writes (more when
-    drawing one takes over a third of that: the roll never takes more than a quarter of the
-    time from the model); ``None``: none, only the finished piece.
+    one takes over a third of that, from drawing it to the caller asking for the next, which
+    for the page includes encoding and sending it: updates never take more than a quarter of
+    the time from the model); ``None``: none, only the finished piece.
     """
 
     def __init__(
@@ -514,11 +515,12 @@ class Generator:
                 ids = collector.ids()
                 if len(ids) > shown:
                     began = time.perf_counter()
-                    partial = self._partial(view, ids, roll, began - start)
-                    # drawing competes with the model for the CPU: at most a quarter of it
-                    wait = max(self.update_every, 3 * (time.perf_counter() - began))
                     shown = len(ids)
-                    yield partial
+                    yield self._partial(view, ids, roll, began - start, options)
+                    # An update competes with the model for the CPU: drawing it here, and
+                    # the page encoding and sending it before it asks for the next one. At
+                    # most a quarter of the time goes to updates.
+                    wait = max(self.update_every, 3 * (time.perf_counter() - began))
         finally:
             if worker.is_alive():  # closed early (page left, request cancelled)
                 stop.set()
@@ -550,15 +552,20 @@ class Generator:
 
     @staticmethod
     def _partial(
-        view: _Writing | _Filling, ids: list[int], roll: LivePianoRoll, elapsed: float
+        view: _Writing | _Filling,
+        ids: list[int],
+        roll: LivePianoRoll,
+        elapsed: float,
+        options: dict[str, Any],
     ) -> GenerationResult:
         score = view.score(ids)
+        room = view.expected_end(ids, score, options)
         return GenerationResult(
             status=(
                 f"{view.progress(ids)}… {len(ids)} new tokens, {score.note_num()} notes so far "
                 f"({elapsed:.1f} s). **Stop** keeps what is written."
             ),
-            piano_roll=roll.draw(score),
+            piano_roll=roll.draw(score, room=room),
             num_tokens=len(ids),
             seconds=round(elapsed, 3),
         )
@@ -662,6 +669,18 @@ class _Writing:
     def progress(self, ids: list[int]) -> str:
         return "Writing"
 
+    def expected_end(self, ids: list[int], score: Any, options: dict[str, Any]) -> float:
+        """Where the piece should end (seconds), for the growing roll's time axis: the length
+        asked for (the end of the last bar asked for, at the piece's tempo and meter), else
+        the music so far scaled by the share of the token budget written."""
+        if "duration_seconds" in options:
+            return float(options["duration_seconds"])
+        if "num_bars" in options:
+            return _bar_span(score, 1, int(options["num_bars"]))[1]
+        start = self.marks[0] if self.marks else 0.0
+        share = len(ids) / max(int(options.get("max_new_tokens") or 0), len(ids), 1)
+        return start + (score.to("second").end() - start) / max(share, 0.05)
+
     def score(self, ids: list[int]):
         tokenizer = self.tokenizer
         return tokenizer.to_score([tokenizer.bos_token_id, *self.primer_ids, *ids], True)[0]
@@ -723,6 +742,10 @@ class _Filling:
         from ..generation.infilling import split_fills
 
         return split_fills(self.vocab, ids)[: self.prompt.num_holes]
+
+    def expected_end(self, ids: list[int], score: Any, options: dict[str, Any]) -> None:
+        """None: the roll shows the whole piece from the start, its limits fit it."""
+        return None
 
     def progress(self, ids: list[int]) -> str:
         done = len(self._fills(ids))

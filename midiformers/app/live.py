@@ -8,6 +8,7 @@ every ``generate`` call of a long piece.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -65,9 +66,14 @@ class StopOnEvent(StoppingCriteria):
 
 class LivePianoRoll:
     """The piano roll of a piece (time in seconds, one colour per track, ``marks`` as dashed
-    lines: where the primer ends, or the bars being regenerated), drawn like :func:`midiformers.audio.piano_roll` on one figure kept for all
-    the updates of a request: redrawing takes about a third of the time of a new figure, which
-    leaves the CPU to the model while the roll grows.
+    lines: where the primer ends, or the bars being regenerated), drawn like
+    :func:`midiformers.audio.piano_roll` on one figure kept for all the updates of a request.
+
+    The axes (labels, ticks, grid) are drawn only when the limits change and kept as a
+    background; an update with the same limits pastes it and draws just the notes and marks
+    (about a tenth of a full draw: text is most of it). While the piece grows, :meth:`draw`
+    takes the length it is expected to reach (``room``) and widens the limits only when the
+    notes leave them, so most updates are that cheap and the CPU stays with the model.
 
     Not thread-safe: one instance per request, drawn from one thread.
     """
@@ -90,13 +96,27 @@ class LivePianoRoll:
         self.axes.set_xlabel("time (s)")
         self.axes.set_ylabel("MIDI pitch")
         self.axes.grid(axis="y", alpha=0.3)
-        for mark in marks:
-            self.axes.axvline(mark, color="0.3", linestyle="--", linewidth=1)
+        self.axes.set_axisbelow(True)  # the grid under the notes, in both kinds of draw
+        # Notes and marks are "animated": a full draw leaves them out (the background), and
+        # every draw then paints them over it.
+        self._marks = [
+            self.axes.axvline(mark, color="0.3", linestyle="--", linewidth=1, animated=True)
+            for mark in marks
+        ]
         self.marks = tuple(marks)
         self._tracks: list[Any] = []
+        self._limits: tuple[tuple[float, float], tuple[float, float]] | None = None
+        self._background: Any = None
+        self.full_draws = 0
+        """How many draws redrew the axes (the others only pasted them)."""
 
-    def draw(self, score: Any) -> np.ndarray:
-        """The roll of ``score`` (a ``symusic`` Score) as a ``(H, W, 3)`` uint8 array."""
+    def draw(self, score: Any, room: float | None = None) -> np.ndarray:
+        """The roll of ``score`` (a ``symusic`` Score) as a ``(H, W, 3)`` uint8 array.
+
+        ``room``: the piece is still growing and expected to last about ``room`` seconds; the
+        time axis then reaches at least that far, and both axes keep their limits while the
+        notes fit. ``None``: the limits fit the piece (the finished roll).
+        """
         from matplotlib.collections import PolyCollection
 
         seconds = score.to("second")
@@ -108,7 +128,9 @@ class LivePianoRoll:
                 low = min(low, int(notes["pitch"].min()))
                 high = max(high, int(notes["pitch"].max()))
             if index == len(self._tracks):
-                collection = PolyCollection([], facecolors=f"C{index % 10}", edgecolors="none")
+                collection = PolyCollection(
+                    [], facecolors=f"C{index % 10}", edgecolors="none", animated=True
+                )
                 self._tracks.append(self.axes.add_collection(collection))
             self._tracks[index].set_verts(boxes)
         for collection in self._tracks[len(seconds.tracks) :]:
@@ -116,7 +138,43 @@ class LivePianoRoll:
         if low > high:  # no notes: an empty octave around middle C
             low, high = 60, 72
         end = max(seconds.end(), *self.marks, 1e-3)
-        self.axes.set_xlim(0, end)
-        self.axes.set_ylim(low - 2, high + 3)
-        self.canvas.draw()
+        limits = self._limits_for(end, low, high, room)
+        if limits != self._limits:
+            self.axes.set_xlim(*limits[0])
+            self.axes.set_ylim(*limits[1])
+            self.canvas.draw()  # the axes without the notes and marks
+            self._background = self.canvas.copy_from_bbox(self.figure.bbox)
+            self._limits = limits
+            self.full_draws += 1
+        else:
+            self.canvas.restore_region(self._background)
+        for artist in (*self._tracks, *self._marks):
+            self.axes.draw_artist(artist)
         return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
+
+    def _limits_for(
+        self, end: float, low: int, high: int, room: float | None
+    ) -> tuple[tuple[float, float], tuple[float, float]]:
+        """(x limits, y limits): fitted to the piece, or while it grows the current ones as
+        long as the notes fit in them, else those widened to a frame with room to grow."""
+        fitted = ((0.0, end), (low - 2.0, high + 3.0))
+        if room is None:
+            return fitted
+        right = _round_up(max(room, end) * 1.1)
+        bottom, top = fitted[1][0] - ROLL_PITCH_ROOM, fitted[1][1] + ROLL_PITCH_ROOM
+        if self._limits is not None:
+            (_, old_right), (old_bottom, old_top) = self._limits
+            if end <= old_right and old_bottom <= fitted[1][0] and fitted[1][1] <= old_top:
+                return self._limits
+            right, bottom, top = max(right, old_right), min(bottom, old_bottom), max(top, old_top)
+        return (0.0, right), (bottom, top)
+
+
+ROLL_PITCH_ROOM = 4
+"""Semitones above and below the notes of a growing roll, so a new pitch seldom widens it."""
+
+
+def _round_up(seconds: float) -> float:
+    """``seconds`` rounded up to a multiple of half a power of ten (32 -> 35, 8.3 -> 8.5)."""
+    step = 10.0 ** math.floor(math.log10(max(seconds, 1e-3))) / 2
+    return step * math.ceil(seconds / step - 1e-9)

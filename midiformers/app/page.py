@@ -196,7 +196,11 @@ def build_page(
             with gr.Column():
                 status = gr.Markdown(elem_id="status")
                 roll = gr.Image(
-                    label="Piano roll", type="numpy", interactive=False, elem_id="piano-roll"
+                    label="Piano roll",
+                    type="numpy",
+                    format="png",
+                    interactive=False,
+                    elem_id="piano-roll",
                 )
                 audio = gr.Audio(label="Audio", type="numpy", interactive=False, elem_id="audio")
                 midi = gr.File(label="MIDI file", interactive=False, elem_id="midi")
