@@ -162,12 +162,27 @@ def same(name: str, asked: Any, got: Any, tokenizer) -> bool:
     return tuple(asked) == tuple(got) if isinstance(asked, (list, tuple)) else asked == got
 
 
-def requests_for(tokenizer, pieces: list[bytes], name: str, count: int, rng) -> list[Any]:
-    """``count`` values of control ``name`` read off random held-out bars (or tracks)."""
+def opening_bars(score, bars: int):
+    """The first ``bars`` bars of a score (notes cut at the last bar's end)."""
+    from miditok.utils import get_bars_ticks
+
+    ticks = get_bars_ticks(score)
+    return score.clip(0, ticks[bars], clip_end=True) if len(ticks) > bars else score
+
+
+def requests_for(
+    tokenizer, pieces: list[bytes], name: str, count: int, rng, bars: int
+) -> list[Any]:
+    """``count`` values of control ``name`` read off random held-out bars, or, for the
+    track-level repetition, off the held-out tracks' first ``bars`` bars (a value a track as
+    long as the generated ones can have: a whole chorale repeats itself more than 4 bars do)."""
+    scores = [tokenizer.load_score(piece) for piece in pieces]
+    if name == "repetition":
+        scores = [opening_bars(score, bars) for score in scores]
     pool = [
         value
-        for piece in pieces
-        for value in measured_units(tokenizer, tokenizer.load_score(piece), name)
+        for score in scores
+        for value in measured_units(tokenizer, score, name)
         if value is not None and value != ()
     ]
     return [pool[i] for i in rng.choice(len(pool), size=min(count, len(pool)), replace=False)]
@@ -192,7 +207,7 @@ def run_controls(generator, tokenizer, pieces, args) -> tuple[list[ControlRow], 
     rows = []
     dropped = 0
     for name in CONTROL_NAMES:
-        requests = requests_for(tokenizer, pieces, name, args.requests, rng)
+        requests = requests_for(tokenizer, pieces, name, args.requests, rng, args.bars)
         free_units = [u for score in free for u in measured_units(tokenizer, score, name)]
         hits = units = 0
         chance = []
