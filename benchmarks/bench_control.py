@@ -43,7 +43,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 logger = logging.getLogger("bench_control")
 
@@ -54,10 +53,11 @@ from midiformers.evaluation.features import MAJOR_SCALE, MINOR_SCALE  # noqa: E4
 from midiformers.generation.controls import control_values  # noqa: E402
 
 RECIPE = ROOT / "configs" / "mmm_infill.yaml"
-TRAINING_OVERRIDES = {"transpose_semitones": 6}
-"""What the benchmark changes in the recipe: every chorale in all twelve keys (a random shift in
--6..6 each time it is read, its pitch-class controls moved with it), so the model meets each
-pitch class and control value in many contexts (``--set`` overrides it)."""
+TRAINING_OVERRIDES = ["--transpose_semitones", "6"]
+"""What the benchmark changes in the recipe (train.py's ``--key value`` overrides): every
+chorale in all twelve keys (a random shift in -6..6 each time it is read, its pitch-class
+controls moved with it), so the model meets each pitch class and control value in many
+contexts. Further ``--key value`` arguments of this script go to train.py after these."""
 RESULTS = ROOT / "benchmarks" / "results"
 GOAL_HIT_RATE = 0.8
 NOTE_PREFIXES = ("Pitch_", "PitchDrum_", "Velocity_", "Duration_")
@@ -65,58 +65,40 @@ CONTROL_NAMES = ("density", "polyphony", "pitch_classes", "durations", "repetiti
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Other --key value arguments override the training recipe, as for train.py.",
+    )
     parser.add_argument("--model", type=Path, help="a trained mmm model folder (skip training)")
     parser.add_argument(
         "--keep", type=Path, help="train into this folder and keep it (default: a temporary one)"
     )
     parser.add_argument("--steps", type=int, default=3000, help="training steps")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field of the training recipe (YAML value), e.g. transpose_semitones=6",
-    )
     parser.add_argument("--requests", type=int, default=12, help="requests per control")
     parser.add_argument("--bars", type=int, default=4, help="bars per generated piece")
     parser.add_argument("--pieces", type=int, default=24, help="held-out pieces for infilling")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--output", type=Path, default=RESULTS / "bench_control")
-    return parser.parse_args(argv)
+    args, args.recipe_overrides = parser.parse_known_args(argv)
+    if args.model and args.recipe_overrides:
+        parser.error(
+            f"{' '.join(args.recipe_overrides)}: recipe overrides need training, not --model"
+        )
+    return args
 
 
 # --------------------------------------------------------------------------- training
 
 
-def recipe_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs (YAML values) as a dict; a pair without ``=`` is refused."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set takes KEY=VALUE, got {pair!r}")
-        overrides[key] = yaml.safe_load(value)
-    return overrides
-
-
-def train(output_dir: Path, steps: int, overrides: dict[str, Any] | None = None) -> Path:
-    """Train the recipe's model with controls and infilling; returns its folder."""
+def train(output_dir: Path, steps: int, overrides: Sequence[str] = ()) -> Path:
+    """Train the recipe's model with controls and infilling (``overrides``: train.py's
+    ``--key value`` arguments); returns its folder."""
     from midiformers.training.run import main as train_main
 
-    recipe = yaml.safe_load(RECIPE.read_text())
-    recipe.update(overrides or {})
-    recipe.update(
-        output_dir=str(output_dir),
-        max_steps=steps,
-        eval_steps=steps,
-        save_strategy="no",
-        num_samples=0,
-    )
-    path = output_dir.with_suffix(".yaml")
-    path.write_text(yaml.safe_dump(recipe))
-    metrics = train_main([str(path)])
+    run = ["--output_dir", str(output_dir), "--max_steps", str(steps), "--eval_steps", str(steps)]
+    run += ["--save_strategy", "no", "--num_samples", "0"]
+    metrics = train_main([str(RECIPE), *run, *overrides])
     logger.info("trained %d steps: %s", steps, metrics)
     return output_dir
 
@@ -413,13 +395,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     import midiformers  # noqa: F401  (registers the Auto classes and the pipeline)
 
     with tempfile.TemporaryDirectory(prefix="bench-control-") as scratch:
-        overrides = TRAINING_OVERRIDES | recipe_overrides(args.set)
+        overrides = [*TRAINING_OVERRIDES, *args.recipe_overrides]
         model_dir = args.model or train(args.keep or Path(scratch) / "model", args.steps, overrides)
-        changed = "".join(f", {key}: {value}" for key, value in overrides.items())
         args.model_label = (
             str(args.model)
             if args.model
-            else f"mmm_infill.yaml + controls{changed}, {args.steps} steps"
+            else f"mmm_infill.yaml {' '.join(overrides)}, {args.steps} steps"
         )
         torch.set_num_threads(args.threads)  # the recipe sets its own while training
         tokenizer = AutoTokenizer.from_pretrained(model_dir)

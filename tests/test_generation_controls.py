@@ -251,6 +251,20 @@ def test_control_values_read_back_what_was_asked(mmm, asked):
     assert control_values(["Pitch_60", "Bar_None"]) == {}
 
 
+def test_control_values_ignore_tokens_it_cannot_read():
+    hostile = [
+        "ACBarNoteDurationThirtySecond_1",  # a miditok note value the pipeline has no name for
+        "ACBarNoteDensity_many",
+        "ACBarPitchClass_",
+        "ACTrackRepetition_nan?",
+        "ACBarOnsetPolyphonyMin_1",  # half a pair
+        "AC",
+        "",
+    ]
+    assert control_values(hostile) == {}
+    assert control_values([*hostile, "ACBarPitchClass_4"]) == {"pitch_classes": (4,)}
+
+
 def test_control_values_of_a_measured_bar_match_its_notes(mmm):
     """A bar of C E G quarter notes (one at a time) measured by miditok reads back as such."""
     score = symusic.Score(480)

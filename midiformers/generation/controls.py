@@ -78,6 +78,7 @@ class ControlSpec:
         default: what a UI starts at (``None``: the control is off).
         help: one line for the user.
         tokens: the miditok attribute-control classes that carry it.
+        fallback_tokens: classes that carry it only for a tokenizer with none of ``tokens``.
     """
 
     name: str
@@ -86,6 +87,14 @@ class ControlSpec:
     default: Any
     help: str
     tokens: tuple[str, ...]
+    fallback_tokens: tuple[str, ...] = ()
+
+    def carriers(self, kinds: Iterable[str]) -> list[str]:
+        """The classes among ``kinds`` (a tokenizer's) that write this control."""
+        kinds = set(kinds)
+        return [k for k in self.tokens if k in kinds] or [
+            k for k in self.fallback_tokens if k in kinds
+        ]
 
 
 CONTROLS: dict[str, ControlSpec] = {
@@ -97,7 +106,8 @@ CONTROLS: dict[str, ControlSpec] = {
             (*DENSITY_WORDS, 0, 18),
             None,
             "Notes per bar in each track: low (3), medium (6), high (12), or a number 0-18.",
-            ("BarNoteDensity", "TrackNoteDensity"),
+            ("BarNoteDensity",),
+            ("TrackNoteDensity",),  # Min = Max: rare in training data (module docstring)
         ),
         ControlSpec(
             "polyphony",
@@ -282,20 +292,19 @@ def control_token_ids(tokenizer: Any, **controls: Any) -> tuple[list[int], list[
     checked = {name: value for name, value in checked.items() if value is not None}
     attribute_controls = list(getattr(tokenizer.miditok, "attribute_controls", []))
     kinds = {type(control).__name__ for control in attribute_controls}
-    for name in checked:
-        if not kinds & set(CONTROLS[name].tokens):
+    carriers = {name: CONTROLS[name].carriers(kinds) for name in checked}
+    for name, classes in carriers.items():
+        if not classes:
+            spec = CONTROLS[name]
             raise ValueError(
-                f"{name} needs a tokenizer with {' or '.join(CONTROLS[name].tokens)} attribute "
-                "controls (the 'mmm' preset); this tokenizer has none."
+                f"{name} needs a tokenizer with {' or '.join(spec.tokens + spec.fallback_tokens)} "
+                "attribute controls (the 'mmm' preset); this tokenizer has none."
             )
     track: list[int] = []
     bar: list[int] = []
     for control in attribute_controls:
         for name, value in checked.items():
-            kind = type(control).__name__
-            if kind == "TrackNoteDensity" and "BarNoteDensity" in kinds:
-                continue  # the bar tokens say it, in a form the training data has (docstring)
-            if kind in CONTROLS[name].tokens:
+            if type(control).__name__ in carriers[name]:
                 ids = [tokenizer.miditok.vocab[t] for t in _control_tokens(control, name, value)]
                 (bar if isinstance(control, BarAttributeControl) else track).extend(ids)
     return track, bar
@@ -339,29 +348,33 @@ def control_values(tokens: Iterable[str]) -> dict[str, Any]:
     Density is read from ``ACBarNoteDensity`` (a track's ``ACTrackNoteDensityMax``), polyphony
     is ``(min, max)``, pitch classes a sorted tuple, durations the tuple of note values
     present (in :data:`DURATION_NAMES` order), repetition the bin's value. Tokens of other
-    kinds are ignored.
+    kinds, and control tokens this reading does not know (a note value without a pipeline
+    name, a malformed value), are ignored.
     """
     values: dict[str, Any] = {}
     pitch_classes, durations, polyphony = set(), set(), {}
     duration_names = dict(zip(_DURATION_TOKENS, DURATION_NAMES))
     for token in tokens:
-        kind, _, value = token.partition("_")
+        kind, _, value = str(token).partition("_")
         prefix = next((p for p in ("ACBar", "ACTrack") if kind.startswith(p)), None)
         if prefix is None:
             continue
         rest = kind.removeprefix(prefix)
-        if rest == "NoteDensity" or rest == "NoteDensityMax":
-            values["density"] = int(value.rstrip("+"))
-        elif rest in ("OnsetPolyphonyMin", "OnsetPolyphonyMax"):
-            polyphony[rest[-3:]] = int(value)
-        elif rest == "PitchClass":
-            pitch_classes.add(int(value))
-        elif rest.startswith("NoteDuration") and value == "1":
-            durations.add(duration_names[rest.removeprefix("NoteDuration")])
-        elif rest.startswith("NoteDuration"):
-            values.setdefault("durations", ())
-        elif rest == "Repetition":
-            values["repetition"] = float(value)
+        try:
+            if rest in ("NoteDensity", "NoteDensityMax"):
+                values["density"] = int(value.removesuffix("+"))
+            elif rest in ("OnsetPolyphonyMin", "OnsetPolyphonyMax"):
+                polyphony[rest[-3:]] = int(value)
+            elif rest == "PitchClass":
+                pitch_classes.add(int(value) % 12)
+            elif rest.removeprefix("NoteDuration") in duration_names and value in ("0", "1"):
+                values.setdefault("durations", ())
+                if value == "1":
+                    durations.add(duration_names[rest.removeprefix("NoteDuration")])
+            elif rest == "Repetition":
+                values["repetition"] = float(value)
+        except ValueError:
+            continue
     if len(polyphony) == 2:
         values["polyphony"] = (polyphony["Min"], polyphony["Max"])
     if pitch_classes:
