@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from demo_support import save_tiny_model
 from symusic import Score
 
-from midiformers import MidiGPTConfig, MidiGPTForCausalLM, MidiTokenizer
+from midiformers import MidiTokenizer
 from midiformers.evaluation.cli import EvalError, run
 from midiformers.evaluation.loading import PIECE_METRICS
 from midiformers.evaluation.model_evaluation import (
@@ -45,23 +46,7 @@ def dataset_cache(tmp_path_factory) -> Path:
 def tiny_model_dir(tmp_path_factory) -> Path:
     """An untrained tiny rotary GPT and its REMI tokenizer, saved like train.py saves them."""
     folder = tmp_path_factory.mktemp("tiny-model")
-    tokenizer = MidiTokenizer()
-    config = MidiGPTConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=256,
-        position_embedding_type="rotary",
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    MidiGPTForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_model(folder, MidiTokenizer(), max_position_embeddings=256)
 
 
 def eval_args(model_dir: Path, cache: Path, output: Path, *extra: str) -> list[str]:
